@@ -1,0 +1,33 @@
+"""fusedoptim: fused C optimizer kernels behind a drop-in torch.optim API.
+
+    import fusedoptim as optim      # instead of: import torch.optim as optim
+
+Every name of torch.optim is importable from here; SGD, Adam and AdamW run on
+fused CPU kernels (one native call per parameter group per step, on torch's
+thread pool, bit-identical to torch's fused CPU kernels in float32), the rest
+are torch's own classes until fusedoptim accelerates them.
+"""
+import torch.optim as _torch_optim
+from torch.optim import *  # noqa: F401,F403  (every name a torch.optim user imports)
+from torch.optim import Optimizer  # noqa: F401
+
+from . import _backend  # wires the C extension to torch at import
+from ._config import show_config
+from ._version import __version__
+from .optimizers import SGD, Adam, AdamW
+
+try:  # the scheduler module is fusedoptim's own (issue: LR schedulers)
+    from . import lr_scheduler  # noqa: F401
+except ImportError:  # pragma: no cover - until it lands, torch's
+    lr_scheduler = _torch_optim.lr_scheduler
+
+for _name in ("swa_utils",):
+    if hasattr(_torch_optim, _name):
+        globals()[_name] = getattr(_torch_optim, _name)
+
+select_isa = _backend.select_isa
+
+__all__ = sorted(
+    set(getattr(_torch_optim, "__all__", []))
+    | {"SGD", "Adam", "AdamW", "Optimizer", "lr_scheduler", "show_config", "select_isa", "__version__"}
+)

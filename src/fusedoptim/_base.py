@@ -1,0 +1,181 @@
+"""The machinery shared by every fused optimizer: per-group native plans,
+validation before any change, torch's own path for what the kernels do not
+serve, version-counter bumps. The optimizer classes only say how their state
+looks and how their hyper-parameters reach the kernel."""
+from __future__ import annotations
+
+import torch
+from torch.optim.optimizer import _use_grad_for_differentiable
+
+from . import _C
+from ._validate import check_grad, check_group_devices, check_state_dict, is_dense
+
+_NATIVE_DTYPES = (torch.float32, torch.float64)
+_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
+def native_param(p: torch.Tensor) -> bool:
+    """Params the CPU kernels update in place; everything else takes torch's path."""
+    return (
+        type(p) in _TENSOR_TYPES
+        and p.device.type == "cpu"
+        and p.dtype in _NATIVE_DTYPES
+        and p.layout == torch.strided
+        and is_dense(p)
+    )
+
+
+def match_layout(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """State tensor with exactly p's dtype, device and strides (a copy only if
+    it differs, e.g. a contiguous checkpoint tensor for a transposed param)."""
+    if t.dtype == p.dtype and t.device == p.device and (p.numel() <= 1 or t.stride() == p.stride()):
+        return t
+    return torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
+
+
+class FusedOptimizerMixin:
+    """Mixed in before a torch.optim class: keeps its constructor, validation,
+    defaults, state_dict and hooks; replaces `step` with the fused kernels."""
+
+    _fo_kind: int = -1
+    _fo_sparse_ok = False  # SGD serves sparse grads through torch's path
+
+    # -- what each optimizer defines -------------------------------------------------
+    def _fo_key(self, group):  # options that change the shape of the plan
+        raise NotImplementedError
+
+    def _fo_init_state(self, group, p, state):
+        """-> (s0, s1, s2, step, first, ((key, tensor), ...)) creating state lazily."""
+        raise NotImplementedError
+
+    def _fo_set_hparams(self, plan, group):
+        raise NotImplementedError
+
+    def _fo_torch_step(self, group, params):
+        """torch's own implementation, for params the kernels do not serve."""
+        raise NotImplementedError
+
+    def _fo_state_keys(self, group):
+        """(required, optional) per-param state keys, for load_state_dict checks."""
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------
+    def _fo_native_group(self, group) -> bool:
+        return not group.get("differentiable", False) and not group.get("capturable", False)
+
+    def _fo_build(self, group, key):
+        name = type(self).__name__
+        params_all = tuple(group["params"])
+        with_grad = [p for p in params_all if p.grad is not None]
+        check_group_devices(name, with_grad)
+        for p in with_grad:
+            if not (self._fo_sparse_ok and p.grad.is_sparse):
+                check_grad(name, p, p.grad)
+        plan = _C.Plan(self._fo_kind, params_all, key, self.state)
+        plan.name = name
+        plan.group = group
+        for j, p in enumerate(params_all):
+            g = p.grad
+            if g is None:
+                plan.mark(j, -2)
+            elif not native_param(p) or g.is_sparse:
+                plan.mark(j, -1)
+            else:
+                st = self.state[p]
+                s0, s1, s2, step, first, refs = self._fo_init_state(group, p, st)
+                plan.add(j, p, s0, s1, s2, step, first, (st, *refs))
+        plan.finalize()
+        return plan
+
+    def _fo_prepare(self, group, old):
+        """Validated, refreshed plan for this step (nothing changed yet)."""
+        key = self._fo_key(group)
+        params = group["params"]
+        plan = old
+        if (
+            plan is None
+            or plan.group is not group
+            or plan.key != key
+            or not plan.load_grads(params, self.state)
+        ):
+            plan = self._fo_build(group, key)
+            if not plan.load_grads(params, self.state):  # pragma: no cover - internal invariant
+                raise RuntimeError("fusedoptim: a freshly built plan does not match its group")
+        for i in plan.relayout:
+            # grad strides differ from the param's: copy it into the param's layout
+            p = plan.params[i]
+            buf = plan.scratch[i]
+            if buf is None:
+                buf = plan.scratch[i] = torch.empty_like(p, memory_format=torch.preserve_format)
+            buf.copy_(p.grad)
+            plan.set_grad(i, buf)
+        self._fo_set_hparams(plan, group)
+        return plan
+
+    @_use_grad_for_differentiable
+    def step(self, closure=None):
+        """Perform a single optimization step.
+
+        Args:
+            closure (Callable, optional): A closure that reevaluates the model
+                and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        plans = self.__dict__.get("_fo_plans")
+        if plans is None:
+            plans = self._fo_plans = {}
+        groups = self.param_groups
+        todo = []
+        # 1. validate and refresh every group before changing anything
+        for group in groups:
+            if not self._fo_native_group(group):
+                params = [p for p in group["params"] if p.grad is not None]
+                check_group_devices(type(self).__name__, params)
+                todo.append((group, None, params))
+                continue
+            plan = self._fo_prepare(group, plans.get(id(group)))
+            plans[id(group)] = plan
+            todo.append((group, plan, plan.fallback))
+        if len(plans) > len(groups):
+            live = {id(g) for g in groups}
+            for k in [k for k in plans if k not in live]:
+                del plans[k]
+        # 2. run
+        for group, plan, fallback in todo:
+            if plan is not None and plan.n:
+                plan.run()
+                torch._C._increment_version(plan.params)
+            if fallback:
+                self._fo_torch_step(group, fallback)
+        return loss
+
+    def load_state_dict(self, state_dict) -> None:
+        """Load optimizer state. Everything is validated first (group count and
+        sizes, every per-param state tensor's shape and dtype, required keys,
+        scalar `step`): on error the optimizer is unchanged."""
+        check_state_dict(self, state_dict, self._fo_state_keys)
+        super().load_state_dict(state_dict)
+        self.__dict__.pop("_fo_plans", None)
+
+
+def init_step(group, p):
+    """torch's own lazy `step` state (see torch.optim.adam.Adam._init_group)."""
+    from torch.optim.optimizer import _get_scalar_dtype
+
+    if group.get("capturable") or group.get("fused"):
+        return torch.zeros((), dtype=_get_scalar_dtype(is_fused=group.get("fused")), device=p.device)
+    return torch.tensor(0.0, dtype=_get_scalar_dtype())
+
+
+def native_step(state):
+    """The step counter as a CPU float32/float64 scalar tensor the kernel can bump."""
+    s = state["step"]
+    if not torch.is_tensor(s) or s.device.type != "cpu" or s.dtype not in _NATIVE_DTYPES or s.numel() != 1:
+        s = state["step"] = torch.tensor(float(s), dtype=torch.float32)
+    elif s.dim() != 0 or not s.is_contiguous():
+        s = state["step"] = s.reshape(()).clone()
+    return s
