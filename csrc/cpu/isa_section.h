@@ -36,13 +36,8 @@
 
 static void FO_CAT(range_, FO_ISA)(const fo_hparams *hp, const fo_tensor *t, int64_t b, int64_t e)
 {
-    if (hp->kind == FO_KIND_SGD) {
-        if (t->dtype == FO_DT_F32) FO_CAT(sgd_range_f32_, FO_ISA)(hp, t, b, e);
-        else                       FO_CAT(sgd_range_f64_, FO_ISA)(hp, t, b, e);
-    } else {
-        if (t->dtype == FO_DT_F32) FO_CAT(adam_range_f32_, FO_ISA)(hp, t, b, e);
-        else                       FO_CAT(adam_range_f64_, FO_ISA)(hp, t, b, e);
-    }
+    if (t->dtype == FO_DT_F32) FO_CAT(range_f32_, FO_ISA)(hp, t, b, e);
+    else                       FO_CAT(range_f64_, FO_ISA)(hp, t, b, e);
 }
 
 static void FO_CAT(roofline_, FO_ISA)(float **rw, int nrw, float **ro, int nro, int64_t b, int64_t e)
