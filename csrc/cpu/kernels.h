@@ -62,7 +62,7 @@ void fo_group_finalize(fo_group *g);
  * scalars, runs the update on torch's pool, clears SGD first-step flags. */
 void fo_group_step(fo_group *g);
 
-/* Same-traffic roofline: rw[j][i] = 0.5f*rw[j][i] + sum_k ro[k][i], i < n. */
+/* Same-traffic roofline: rw[j][i] = 0.5f*rw[j][i] + 1 + sum_k ro[k][i], i < n. */
 void fo_roofline(float **rw, int nrw, float **ro, int nro, int64_t n);
 
 #ifdef __cplusplus

@@ -149,8 +149,8 @@ cdef inline bint fast_meta(object t, Meta *m) noexcept:
     if tp is not TensorType and tp is not ParameterType:
         return False
     cdef AtenTensorHandle h = <AtenTensorHandle>(<char *><PyObject *>t + sizeof(PyObject))
-    if a_layout(h, &m.layout) != 0 or m.layout != 0:
-        return False
+    # no layout query: a sparse or other non-strided tensor has no data pointer,
+    # so a_data_ptr fails for it and the caller takes the slow path
     if (a_data_ptr(h, &m.ptr) | a_dim(h, &m.dim) | a_sizes(h, &m.sizes) |
             a_strides(h, &m.strides) | a_dtype(h, &m.dtype) | a_device(h, &m.device)) != 0:
         return False
@@ -187,6 +187,12 @@ def fast_meta_enabled():
 
 # ------------------------------------------------------------------- plans --
 
+ctypedef struct StateRef:
+    PyObject *dict               # the param's state dict (borrowed; kept alive by state_refs)
+    int nkeys
+    PyObject *keys[4]
+    PyObject *vals[4]
+
 cdef inline uintptr_t _ptr(t) except? 0:
     return 0 if t is None else <uintptr_t>t.data_ptr()
 
@@ -201,6 +207,7 @@ cdef class Plan:
     cdef readonly object state_obj   # optimizer.state object when built
     cdef readonly object key         # structural key (options that shape the plan)
     cdef int32_t *slot               # per params_all entry: plan index or -1 (fallback) or -2 (no grad)
+    cdef StateRef *sref              # per plan index: state identity to re-check each step
     cdef readonly list relayout      # indices whose grad needs a copy this step
     cdef public list scratch         # per plan index: scratch grad buffer or None
     cdef public str name             # optimizer class name, for error messages
@@ -221,12 +228,14 @@ cdef class Plan:
         self.slot = <int32_t *>calloc(na + 1, sizeof(int32_t))
         self.g.t = <fo_tensor *>calloc(na + 1, sizeof(fo_tensor))
         self.g.unit_off = <int64_t *>calloc(na + 2, sizeof(int64_t))
-        if self.slot == NULL or self.g.t == NULL or self.g.unit_off == NULL:
+        self.sref = <StateRef *>calloc(na + 1, sizeof(StateRef))
+        if self.slot == NULL or self.g.t == NULL or self.g.unit_off == NULL or self.sref == NULL:
             raise MemoryError()
         self.g.n = 0
 
     def __dealloc__(self):
         free(self.slot)
+        free(self.sref)
         free(self.g.t)
         free(self.g.unit_off)
 
@@ -238,7 +247,7 @@ cdef class Plan:
 
     def add(self, Py_ssize_t j, p, s0, s1, s2, step, bint first, tuple state_ref):
         """Entry j of params_all is updated natively, with these state tensors."""
-        cdef Py_ssize_t i = self.g.n
+        cdef Py_ssize_t i = self.g.n, k
         cdef fo_tensor *t = &self.g.t[i]
         import torch
         t.param = <void *>_ptr(p)
@@ -250,6 +259,14 @@ cdef class Plan:
         t.numel = p.numel()
         t.dtype = FO_DT_F64 if p.dtype == torch.float64 else FO_DT_F32
         t.first = first
+        if len(state_ref) > 5:
+            raise ValueError("at most 4 state tensors per param")
+        cdef StateRef *r = &self.sref[i]
+        r.dict = <PyObject *>state_ref[0]
+        r.nkeys = len(state_ref) - 1
+        for k in range(r.nkeys):
+            r.keys[k] = <PyObject *>state_ref[k + 1][0]
+            r.vals[k] = <PyObject *>state_ref[k + 1][1]
         self.slot[j] = i
         self.params.append(p)
         self.state_refs.append(state_ref)
@@ -291,11 +308,11 @@ cdef class Plan:
         the caller rebuilds it. Raises on a bad grad before anything changes.
         Fills self.relayout with the indices whose grad layout differs from
         the param's (the caller copies those into scratch buffers)."""
-        cdef Py_ssize_t na = PyList_GET_SIZE(params), j, i, k, nref
-        cdef object p, g, st
-        cdef tuple ref
+        cdef Py_ssize_t na = PyList_GET_SIZE(params), j, i, k
+        cdef object p, g
         cdef Meta mp, mg
         cdef fo_tensor *t
+        cdef StateRef *r
         cdef PyObject *cur
         if na != PyTuple_GET_SIZE(self.params_all) or state_obj is not self.state_obj:
             return False
@@ -316,13 +333,10 @@ cdef class Plan:
             if i == -1:
                 continue
             t = &self.g.t[i]
-            ref = <tuple>self.state_refs[i]
-            st = ref[0]
-            nref = PyTuple_GET_SIZE(ref)
-            for k in range(1, nref):
-                kv = <tuple>ref[k]
-                cur = PyDict_GetItem(st, kv[0])
-                if cur == NULL or cur is not <PyObject *>kv[1]:
+            r = &self.sref[i]
+            for k in range(r.nkeys):
+                cur = PyDict_GetItem(<object>r.dict, <object>r.keys[k])
+                if cur != r.vals[k]:
                     return False
             if fast_meta_on and fast_meta(p, &mp) and fast_meta(g, &mg):
                 if mp.ptr != t.param:
@@ -330,16 +344,18 @@ cdef class Plan:
                 if mg.device != mp.device or mg.dtype != mp.dtype or mg.dim != mp.dim or \
                         memcmp(mg.sizes, mp.sizes, mp.dim * sizeof(int64_t)) != 0:
                     _bad_grad(self.name, p, g)
-                if memcmp(mg.strides, mp.strides, mp.dim * sizeof(int64_t)) != 0 and t.numel > 1:
+                if t.numel > 1 and memcmp(mg.strides, mp.strides, mp.dim * sizeof(int64_t)) != 0:
                     self.relayout.append(i)
                 else:
                     t.grad = mg.ptr
             else:
                 if <uintptr_t>p.data_ptr() != <uintptr_t>t.param or p.numel() != t.numel:
                     return False
-                if g.is_sparse or g.device != p.device or g.dtype != p.dtype or g.shape != p.shape:
+                if g.is_sparse:
+                    return False  # rebuilt: SGD serves it through torch, Adam raises
+                if g.device != p.device or g.dtype != p.dtype or g.shape != p.shape:
                     _bad_grad(self.name, p, g)
-                if g.stride() != p.stride() and t.numel > 1:
+                if t.numel > 1 and g.stride() != p.stride():
                     self.relayout.append(i)
                 else:
                     t.grad = <void *><uintptr_t>g.data_ptr()

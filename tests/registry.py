@@ -1,0 +1,469 @@
+"""The one registry of what fusedoptim is tested on (like torch's OptimizerInfo).
+
+    OPTIMS   optimizer x option sets        (OptimInfo, OptimConfig)
+    DTYPES   float32, float64
+    SHAPES   0-d, tiny, not-a-multiple-of-16, 2-d, empty, transposed params,
+             grads whose strides differ from the param's, a size that crosses
+             the kernel's parallel grain, and (slow) a ~1M-element tensor
+
+and the helpers every test module shares: deterministic grads, a trajectory
+runner that snapshots params and state after every step, the oracles (torch's
+fused CPU kernel for float32, torch's for-loop path for float64) and the
+comparisons (bit-exact with NaNs compared by position, or a tolerance).
+
+The parameter layout of every trajectory, so that one case exercises several
+params per group, two groups with different hyper-parameters and a param that
+never gets a grad:
+
+    group 0 (the options under test):   P0 (case shape), P1 (case shape), P2 (5,)
+    group 1 (GROUP1_OVERRIDE applied):  P3 (case shape), P4 (3,) never a grad, P5 (4,)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Callable
+
+import pytest
+import torch
+
+import fusedoptim
+
+# --------------------------------------------------------------------- optimizers --
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    id: str
+    kwargs: dict
+
+    def __repr__(self):  # short pytest ids
+        return self.id
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimInfo:
+    name: str
+    fo_cls: type
+    torch_cls: type
+    configs: tuple
+    # hyper-parameters of group 1 given group 0's kwargs
+    group1_override: Callable[[dict], dict]
+    # per-param state keys torch creates for a group with these kwargs
+    state_keys: Callable[[dict], set]
+
+    def __repr__(self):
+        return self.name
+
+
+def _sgd_override(kw):
+    mom = kw.get("momentum", 0.0)
+    nesterov = kw.get("nesterov", False)
+    return {
+        "lr": kw.get("lr", 1e-3) * 0.37,
+        "weight_decay": 0.03 if kw.get("weight_decay", 0.0) == 0 else 0.0,
+        # momentum off <-> on (nesterov needs a momentum: change its value instead)
+        "momentum": 0.6 if (mom == 0 or nesterov) else 0.0,
+        "dampening": 0.0 if nesterov or mom != 0 else kw.get("dampening", 0.0),
+    }
+
+
+def _adam_override(kw):
+    return {
+        "lr": kw.get("lr", 1e-3) * 0.37,
+        "weight_decay": 0.03 if kw.get("weight_decay", 0.0) == 0 else 0.0,
+        "amsgrad": not kw.get("amsgrad", False),
+        "betas": (0.8, 0.99),
+        "eps": 1e-6,
+    }
+
+
+def _adamw_override(kw):
+    d = _adam_override(kw)
+    d["weight_decay"] = 0.0 if kw.get("weight_decay", 1e-2) != 0 else 0.05
+    return d
+
+
+def _sgd_keys(kw):
+    return {"momentum_buffer"} if kw.get("momentum", 0) != 0 else set()
+
+
+def _adam_keys(kw):
+    keys = {"step", "exp_avg", "exp_avg_sq"}
+    if kw.get("amsgrad", False):
+        keys.add("max_exp_avg_sq")
+    return keys
+
+
+SGD_INFO = OptimInfo(
+    "SGD", fusedoptim.SGD, torch.optim.SGD,
+    (
+        OptimConfig("plain", dict(lr=0.1)),
+        OptimConfig("wd", dict(lr=0.1, weight_decay=0.1)),
+        OptimConfig("mom", dict(lr=0.1, momentum=0.9)),
+        OptimConfig("mom_damp", dict(lr=0.1, momentum=0.9, dampening=0.3)),
+        OptimConfig("nesterov_wd", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+        OptimConfig("max_mom", dict(lr=0.1, momentum=0.9, maximize=True)),
+        OptimConfig("max_wd", dict(lr=0.05, maximize=True, weight_decay=0.2)),
+        OptimConfig("all", dict(lr=0.07, momentum=0.5, dampening=0.1, weight_decay=0.05, maximize=True)),
+    ),
+    _sgd_override, _sgd_keys,
+)
+
+ADAM_INFO = OptimInfo(
+    "Adam", fusedoptim.Adam, torch.optim.Adam,
+    (
+        OptimConfig("default", dict(lr=1e-2)),
+        OptimConfig("amsgrad", dict(lr=1e-2, amsgrad=True)),
+        OptimConfig("maximize", dict(lr=1e-2, maximize=True)),
+        OptimConfig("wd", dict(lr=1e-2, weight_decay=0.1)),
+        OptimConfig("decoupled", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+        OptimConfig("beta03", dict(lr=1e-2, betas=(0.3, 0.9))),
+        OptimConfig("beta05_eps", dict(lr=3e-2, betas=(0.5, 0.99), eps=1e-3)),
+        OptimConfig("all", dict(lr=2e-2, betas=(0.3, 0.95), weight_decay=0.05, amsgrad=True, maximize=True)),
+    ),
+    _adam_override, _adam_keys,
+)
+
+ADAMW_INFO = OptimInfo(
+    "AdamW", fusedoptim.AdamW, torch.optim.AdamW,
+    (
+        OptimConfig("default", dict(lr=1e-2)),
+        OptimConfig("amsgrad", dict(lr=1e-2, amsgrad=True)),
+        OptimConfig("maximize", dict(lr=1e-2, maximize=True)),
+        OptimConfig("wd0", dict(lr=1e-2, weight_decay=0.0)),
+        OptimConfig("beta03", dict(lr=1e-2, betas=(0.3, 0.9), weight_decay=0.2)),
+        OptimConfig("all", dict(lr=2e-2, betas=(0.4, 0.95), weight_decay=0.1, amsgrad=True, maximize=True)),
+    ),
+    _adamw_override, _adam_keys,
+)
+
+OPTIMS = (SGD_INFO, ADAM_INFO, ADAMW_INFO)
+OPTIMS_BY_NAME = {o.name: o for o in OPTIMS}
+
+
+def optim_configs():
+    """[(OptimInfo, OptimConfig)] over the whole registry."""
+    return [(o, c) for o in OPTIMS for c in o.configs]
+
+
+def optim_config_params():
+    return [pytest.param(o, c, id=f"{o.name}-{c.id}") for o, c in optim_configs()]
+
+
+# ---------------------------------------------------------------------- dtypes --
+
+DTYPES = (torch.float32, torch.float64)
+INT_VIEW = {torch.float32: torch.int32, torch.float64: torch.int64}
+
+# ---------------------------------------------------------------------- shapes --
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeCase:
+    """A param shape and memory layout.
+
+    param_layout / grad_layout: "C" contiguous, "T" the 2-d transpose of a
+    contiguous tensor (same values, strides reversed). grad_layout "same"
+    means the grad has the param's strides (what autograd produces)."""
+
+    id: str
+    shape: tuple
+    param_layout: str = "C"
+    grad_layout: str = "same"
+    slow: bool = False
+
+    @property
+    def grad_layout_resolved(self):
+        return self.param_layout if self.grad_layout == "same" else self.grad_layout
+
+    @property
+    def standard(self) -> bool:
+        """Contiguous param and grad: torch's fused kernel is a valid oracle
+        on this very layout."""
+        return self.param_layout == "C" and self.grad_layout_resolved == "C"
+
+    @property
+    def strides_differ(self) -> bool:
+        return self.param_layout != self.grad_layout_resolved
+
+    def __repr__(self):
+        return self.id
+
+
+SHAPES = (
+    ShapeCase("0d", ()),
+    ShapeCase("1", (1,)),
+    ShapeCase("5", (5,)),
+    ShapeCase("17", (17,)),
+    ShapeCase("33x7", (33, 7)),
+    ShapeCase("empty", (0,)),
+    ShapeCase("empty3x0", (3, 0)),
+    ShapeCase("T33x7", (33, 7), param_layout="T"),                       # transposed Parameter
+    ShapeCase("T33x7_gradC", (33, 7), param_layout="T", grad_layout="C"),  # ... with a contiguous grad
+    ShapeCase("33x7_gradT", (33, 7), grad_layout="T"),                   # grad strides != param strides
+    ShapeCase("70001", (70001,)),  # more than one parallel task (grain 32768 elements)
+    ShapeCase("1000003", (1000003,), slow=True),
+)
+
+
+def shape_params(shapes=SHAPES):
+    out = []
+    for s in shapes:
+        marks = (pytest.mark.slow,) if s.slow else ()
+        out.append(pytest.param(s, id=s.id, marks=marks))
+    return out
+
+
+def to_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """Same values, given memory layout ("C" or "T": 2-d transposed storage)."""
+    if layout == "C" or t.dim() != 2:
+        return t.contiguous()
+    if layout == "T":
+        return t.t().contiguous().t()
+    raise ValueError(layout)
+
+
+# ------------------------------------------------------------------ grads ---------
+
+GRAD_SCALES = (1.0, 0.01, 100.0, 1.0, 3.0, 0.5, 10.0, 1e-3)
+N_PARAMS = 6
+NO_GRAD = 4  # index of the param that never gets a grad
+
+
+def default_grad(step: int, k: int, shape, dtype) -> torch.Tensor:
+    """Deterministic grad for param k at step `step` (changes every step)."""
+    g = torch.Generator().manual_seed(7919 * step + 104729 * k + 12345)
+    return torch.randn(shape, generator=g, dtype=dtype) * GRAD_SCALES[step % len(GRAD_SCALES)]
+
+
+def param_shapes(case: ShapeCase):
+    return [case.shape, case.shape, (5,), case.shape, (3,), (4,)]
+
+
+def initial_values(case: ShapeCase, dtype, seed: int = 0):
+    """Contiguous initial values of P0..P5."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    return [torch.randn(s, generator=g, dtype=dtype) for s in param_shapes(case)]
+
+
+def make_params(case: ShapeCase, dtype, contiguous: bool = False, seed: int = 0):
+    vals = initial_values(case, dtype, seed)
+    params = []
+    for k, v in enumerate(vals):
+        lay = "C" if (contiguous or k in (2, 4, 5)) else case.param_layout
+        params.append(torch.nn.Parameter(to_layout(v, lay)))
+    return params
+
+
+def make_groups(params, group1_override):
+    return [
+        {"params": params[0:3]},
+        dict({"params": params[3:6]}, **group1_override),
+    ]
+
+
+def snapshot(opt, params):
+    """[(param clone, {state key: clone})] for P0..P5, in order."""
+    out = []
+    for p in params:
+        st = opt.state.get(p, {}) if p in opt.state else None
+        st_copy = None
+        if st is not None:
+            st_copy = {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in st.items()}
+        out.append((p.detach().clone(), st_copy))
+    return out
+
+
+def run_trajectory(
+    cls,
+    kwargs: dict,
+    case: ShapeCase,
+    dtype,
+    *,
+    steps: int = 5,
+    contiguous: bool = False,
+    override: dict | None = None,
+    grad_fn: Callable = default_grad,
+    seed: int = 0,
+):
+    """Build P0..P5 (see module doc), step `steps` times with fresh grads, and
+    return one snapshot per step. `contiguous=True` builds the same values in
+    contiguous memory (params and grads) -- the oracle layout for torch's
+    fused kernel, which is wrong on other layouts."""
+    params = make_params(case, dtype, contiguous=contiguous, seed=seed)
+    groups = make_groups(params, override or {})
+    opt = cls(groups, **kwargs)
+    snaps = []
+    for s in range(steps):
+        for k, p in enumerate(params):
+            if k == NO_GRAD:
+                p.grad = None
+                continue
+            g = grad_fn(s, k, p.shape, dtype)
+            lay = "C" if (contiguous or k in (2, 5)) else case.grad_layout_resolved
+            p.grad = to_layout(g, lay)
+        opt.step()
+        snaps.append(snapshot(opt, params))
+    return snaps, opt, params
+
+
+# ---------------------------------------------------------------- ISA matching --
+
+ISA_TO_TORCH = {"avx512": "AVX512", "avx2": "AVX2", "baseline": "DEFAULT"}
+
+
+def fo_isa() -> str:
+    return fusedoptim._C.get_isa()
+
+
+def torch_isa() -> str:
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def isa_matches() -> bool:
+    """fusedoptim's kernel variant corresponds to torch's CPU capability, so
+    float32 results must be bit-identical to torch's fused kernels."""
+    return ISA_TO_TORCH.get(fo_isa()) == torch_isa()
+
+
+# FP32 tolerance when the instruction sets differ (FMA vs separate roundings)
+FP32_RTOL, FP32_ATOL = 1e-5, 1e-6
+# FP64 oracle: torch's for-loop path
+FP64_RTOL, FP64_ATOL = 1e-12, 1e-14
+
+
+# ---------------------------------------------------------------- comparisons ---
+
+
+def _first_mismatch(a, e, mask):
+    idx = mask.nonzero()
+    i = tuple(idx[0].tolist()) if idx.numel() else ()
+    return i, a[i].item() if a.dim() else a.item(), e[i].item() if e.dim() else e.item()
+
+
+def assert_bitwise_equal(actual: torch.Tensor, expected: torch.Tensor, what: str = "") -> None:
+    """Same shape and dtype; NaNs at the same positions (any payload); every
+    other element bit-identical (so -0.0 != +0.0)."""
+    assert torch.is_tensor(actual) and torch.is_tensor(expected), what
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    a = actual.detach().contiguous()
+    e = expected.detach().contiguous()
+    if not a.is_floating_point():
+        assert torch.equal(a, e), f"{what}: {a} != {e}"
+        return
+    an, en = torch.isnan(a), torch.isnan(e)
+    if not torch.equal(an, en):
+        diff = an ^ en
+        i, av, ev = _first_mismatch(a, e, diff)
+        raise AssertionError(
+            f"{what}: NaN positions differ at {int(diff.sum())} elements (first {i}: got {av!r}, expected {ev!r})"
+        )
+    iv = INT_VIEW.get(a.dtype)
+    if iv is None:  # other float dtypes: value equality is all we can do simply
+        bad = (a != e) & ~an
+    else:
+        bad = (a.view(iv) != e.view(iv)) & ~an
+    if bool(bad.any()):
+        i, av, ev = _first_mismatch(a, e, bad)
+        absdiff = (a.double() - e.double()).abs()
+        absdiff = absdiff[bad & torch.isfinite(absdiff)]
+        mx = absdiff.max().item() if absdiff.numel() else float("nan")
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {a.numel()} elements not bit-identical "
+            f"(first at {i}: got {av!r}, expected {ev!r}; max |diff| {mx:.3e})"
+        )
+
+
+def assert_close(actual, expected, rtol, atol, what=""):
+    """Tolerance comparison; NaN positions must agree, infinities must match."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    torch.testing.assert_close(
+        actual.detach(), expected.detach(), rtol=rtol, atol=atol, equal_nan=True,
+        msg=lambda m: f"{what}: {m}",
+    )
+
+
+def compare_tensor(actual, expected, mode, what, rtol=None, atol=None):
+    """mode: "bitwise" or "close" (rtol/atol default by dtype)."""
+    if mode == "bitwise":
+        assert_bitwise_equal(actual, expected, what)
+        return
+    if rtol is None:
+        rtol, atol = (FP64_RTOL, FP64_ATOL) if actual.dtype == torch.float64 else (FP32_RTOL, FP32_ATOL)
+    assert_close(actual, expected, rtol, atol, what)
+
+
+def compare_state(actual, expected, mode, what, check_step_dtype=True, rtol=None, atol=None):
+    """Per-param state dicts: same keys; `step` same value (and dtype, CPU
+    scalar); tensors compared with `mode`."""
+    if expected is None or len(expected) == 0:
+        assert not actual, f"{what}: expected no state, got keys {sorted(actual or {})}"
+        return
+    assert actual is not None, f"{what}: missing state (expected keys {sorted(expected)})"
+    assert set(actual) == set(expected), f"{what}: state keys {sorted(actual)} != {sorted(expected)}"
+    for k in expected:
+        a, e = actual[k], expected[k]
+        if k == "step":
+            assert torch.is_tensor(a) == torch.is_tensor(e), f"{what}: step type {type(a)} vs {type(e)}"
+            if torch.is_tensor(e):
+                if check_step_dtype:
+                    assert a.dtype == e.dtype, f"{what}: step dtype {a.dtype} != {e.dtype}"
+                    assert a.device == e.device, f"{what}: step device {a.device} != {e.device}"
+                    assert a.shape == e.shape, f"{what}: step shape {tuple(a.shape)} != {tuple(e.shape)}"
+                assert float(a) == float(e), f"{what}: step {float(a)} != {float(e)}"
+            else:
+                assert float(a) == float(e), f"{what}: step {a} != {e}"
+            continue
+        if e is None or a is None:
+            assert a is None and e is None, f"{what}: {k} is {a!r} vs {e!r}"
+            continue
+        compare_tensor(a, e, mode, f"{what} state[{k!r}]", rtol, atol)
+
+
+def compare_trajectories(actual, expected, mode, label="", state=True, rtol=None, atol=None,
+                         check_step_dtype=True):
+    assert len(actual) == len(expected)
+    for s, (snap_a, snap_e) in enumerate(zip(actual, expected)):
+        for k, ((pa, sa), (pe, se)) in enumerate(zip(snap_a, snap_e)):
+            what = f"{label} step {s + 1} P{k}"
+            compare_tensor(pa, pe, mode, what, rtol, atol)
+            if state:
+                compare_state(sa, se, mode, what, check_step_dtype, rtol, atol)
+
+
+def fp32_mode() -> str:
+    return "bitwise" if isa_matches() else "close"
+
+
+# ----------------------------------------------------------------- special values --
+
+SPECIALS_F32 = (
+    float("nan"), float("inf"), -float("inf"), 3e38, -3e38, 1e-40, -1e-40, 0.0, -0.0,
+    1.4e-45, 1e30, -1e-30,
+)
+
+
+def special_grad(step: int, k: int, shape, dtype) -> torch.Tensor:
+    """default_grad with NaN, +-inf, huge (3e38), denormals and +-0 sprinkled
+    in, at positions that move every step (some land in vector tails)."""
+    g = default_grad(step, k, shape, dtype)
+    n = g.numel()
+    if n == 0:
+        return g
+    flat = g.reshape(-1).clone()
+    vals = torch.tensor(SPECIALS_F32, dtype=dtype)
+    for j, v in enumerate(vals):
+        pos = (j * 7 + step * 3 + k) % n
+        if (j + step) % 3 != 2:  # not every special every step
+            flat[pos] = v
+    return flat.reshape(shape)
+
+
+def env_long_fuzz() -> bool:
+    return os.environ.get("FUSEDOPTIM_FUZZ", "").lower() == "long"
+
+
+__all__ = [n for n in dir() if not n.startswith("_") and n not in ("annotations", "math")]
