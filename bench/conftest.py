@@ -65,7 +65,8 @@ def workload_base(bench_quick):
     def get(key: str) -> list:
         if key not in cache:
             cache.clear()
-            gc.collect()
+            if not bench_quick:
+                gc.collect()
             cache[key] = fb.make_base(fb.workload(key, bench_quick))
         return cache[key]
 

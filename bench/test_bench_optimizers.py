@@ -69,7 +69,8 @@ def test_step(benchmark, workload_base, bench_quick, bench_threads, workload_key
 
     assert len(times) >= 1
     del contender
-    gc.collect()
+    if not bench_quick:  # free full-size contenders (optimizers may sit in cycles) now
+        gc.collect()
 
 
 # ---------------------------------------------------------------- bench.py itself --

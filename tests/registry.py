@@ -196,7 +196,9 @@ SHAPES = (
     ShapeCase("0d", ()),
     ShapeCase("1", (1,)),
     ShapeCase("5", (5,)),
+    ShapeCase("12", (12,)),  # shorter than one AVX-512 vector, longer than an AVX2 one
     ShapeCase("17", (17,)),
+    ShapeCase("45", (45,)),  # remainder 13 (fp32, AVX-512) / 5 (fp64)
     ShapeCase("33x7", (33, 7)),
     ShapeCase("empty", (0,)),
     ShapeCase("empty3x0", (3, 0)),
@@ -284,14 +286,18 @@ def run_trajectory(
     *,
     steps: int = 5,
     contiguous: bool = False,
+    grads_like_param: bool = False,
     override: dict | None = None,
     grad_fn: Callable = default_grad,
     seed: int = 0,
 ):
     """Build P0..P5 (see module doc), step `steps` times with fresh grads, and
-    return one snapshot per step. `contiguous=True` builds the same values in
-    contiguous memory (params and grads) -- the oracle layout for torch's
-    fused kernel, which is wrong on other layouts."""
+    return one snapshot per step.
+
+    `contiguous=True` builds the same values in contiguous memory (params and
+    grads). `grads_like_param=True` keeps the params' layout but gives every
+    grad its param's strides. torch's fused CPU kernel is only valid when a
+    grad has its param's strides, so those are the layouts it is run on."""
     params = make_params(case, dtype, contiguous=contiguous, seed=seed)
     groups = make_groups(params, override or {})
     opt = cls(groups, **kwargs)
@@ -302,7 +308,12 @@ def run_trajectory(
                 p.grad = None
                 continue
             g = grad_fn(s, k, p.shape, dtype)
-            lay = "C" if (contiguous or k in (2, 5)) else case.grad_layout_resolved
+            if contiguous or k in (2, 5):
+                lay = "C"
+            elif grads_like_param:
+                lay = case.param_layout
+            else:
+                lay = case.grad_layout_resolved
             p.grad = to_layout(g, lay)
         opt.step()
         snaps.append(snapshot(opt, params))
@@ -326,6 +337,13 @@ def isa_matches() -> bool:
     """fusedoptim's kernel variant corresponds to torch's CPU capability, so
     float32 results must be bit-identical to torch's fused kernels."""
     return ISA_TO_TORCH.get(fo_isa()) == torch_isa()
+
+
+def forms_position_independent() -> bool:
+    """No FMA on either side (fusedoptim baseline, torch DEFAULT): every element
+    rounds the same wherever it sits in memory, so results on a transposed
+    layout are bit-identical to results on its contiguous clone."""
+    return fo_isa() == "baseline" and torch_isa() == "DEFAULT"
 
 
 # FP32 tolerance when the instruction sets differ (FMA vs separate roundings)

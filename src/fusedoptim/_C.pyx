@@ -156,6 +156,12 @@ cdef inline bint fast_meta(object t, Meta *m) noexcept:
         return False
     return True
 
+cdef inline bint fast_ptr(object t, void **ptr) noexcept:
+    cdef type tp = type(t)
+    if tp is not TensorType and tp is not ParameterType:
+        return False
+    return a_data_ptr(<AtenTensorHandle>(<char *><PyObject *>t + sizeof(PyObject)), ptr) == 0
+
 def set_tensor_accessors(uintptr_t data_ptr, uintptr_t dim, uintptr_t sizes, uintptr_t strides,
                          uintptr_t dtype, uintptr_t device, uintptr_t layout, tensor_type, parameter_type):
     global a_data_ptr, a_dim, a_sizes, a_strides, a_dtype, a_device, a_layout, TensorType, ParameterType
@@ -187,6 +193,12 @@ def fast_meta_enabled():
 
 # ------------------------------------------------------------------- plans --
 
+ctypedef struct PMeta:              # a plan param's metadata, cached at build
+    int64_t dim
+    int64_t *shape                   # dim sizes, then dim strides (malloc'ed)
+    int32_t dtype
+    int32_t device
+
 ctypedef struct StateRef:
     PyObject *dict               # the param's state dict (borrowed; kept alive by state_refs)
     int nkeys
@@ -208,6 +220,7 @@ cdef class Plan:
     cdef readonly object key         # structural key (options that shape the plan)
     cdef int32_t *slot               # per params_all entry: plan index or -1 (fallback) or -2 (no grad)
     cdef StateRef *sref              # per plan index: state identity to re-check each step
+    cdef PMeta *pmeta                # per plan index: param metadata (fast path)
     cdef readonly list relayout      # indices whose grad needs a copy this step
     cdef public list scratch         # per plan index: scratch grad buffer or None
     cdef public str name             # optimizer class name, for error messages
@@ -229,11 +242,17 @@ cdef class Plan:
         self.g.t = <fo_tensor *>calloc(na + 1, sizeof(fo_tensor))
         self.g.unit_off = <int64_t *>calloc(na + 2, sizeof(int64_t))
         self.sref = <StateRef *>calloc(na + 1, sizeof(StateRef))
-        if self.slot == NULL or self.g.t == NULL or self.g.unit_off == NULL or self.sref == NULL:
+        self.pmeta = <PMeta *>calloc(na + 1, sizeof(PMeta))
+        if self.pmeta == NULL or self.slot == NULL or self.g.t == NULL or self.g.unit_off == NULL or self.sref == NULL:
             raise MemoryError()
         self.g.n = 0
 
     def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.pmeta != NULL:
+            for i in range(self.g.n):
+                free(self.pmeta[i].shape)
+        free(self.pmeta)
         free(self.slot)
         free(self.sref)
         free(self.g.t)
@@ -267,6 +286,20 @@ cdef class Plan:
         for k in range(r.nkeys):
             r.keys[k] = <PyObject *>state_ref[k + 1][0]
             r.vals[k] = <PyObject *>state_ref[k + 1][1]
+        cdef Meta m
+        cdef PMeta *pm = &self.pmeta[i]
+        if fast_meta_on and fast_meta(p, &m):
+            pm.dim = m.dim
+            pm.dtype = m.dtype
+            pm.device = m.device
+            pm.shape = <int64_t *>calloc(2 * m.dim + 1, sizeof(int64_t))
+            if pm.shape == NULL:
+                raise MemoryError()
+            for k in range(m.dim):
+                pm.shape[k] = m.sizes[k]
+                pm.shape[m.dim + k] = m.strides[k]
+        else:
+            pm.dim = -1  # no fast path for this param
         self.slot[j] = i
         self.params.append(p)
         self.state_refs.append(state_ref)
@@ -313,6 +346,7 @@ cdef class Plan:
         cdef Meta mp, mg
         cdef fo_tensor *t
         cdef StateRef *r
+        cdef PMeta *pm
         cdef PyObject *cur
         if na != PyTuple_GET_SIZE(self.params_all) or state_obj is not self.state_obj:
             return False
@@ -338,13 +372,16 @@ cdef class Plan:
                 cur = PyDict_GetItem(<object>r.dict, <object>r.keys[k])
                 if cur != r.vals[k]:
                     return False
-            if fast_meta_on and fast_meta(p, &mp) and fast_meta(g, &mg):
+            pm = &self.pmeta[i]
+            if pm.dim >= 0 and fast_ptr(p, &mp.ptr) and fast_meta(g, &mg):
+                # the param's storage and metadata are as built (else: rebuild,
+                # which re-validates everything through the public accessors)
                 if mp.ptr != t.param:
                     return False
-                if mg.device != mp.device or mg.dtype != mp.dtype or mg.dim != mp.dim or \
-                        memcmp(mg.sizes, mp.sizes, mp.dim * sizeof(int64_t)) != 0:
-                    _bad_grad(self.name, p, g)
-                if t.numel > 1 and memcmp(mg.strides, mp.strides, mp.dim * sizeof(int64_t)) != 0:
+                if mg.device != pm.device or mg.dtype != pm.dtype or mg.dim != pm.dim or \
+                        memcmp(mg.sizes, pm.shape, pm.dim * sizeof(int64_t)) != 0:
+                    return False
+                if t.numel > 1 and memcmp(mg.strides, pm.shape + pm.dim, pm.dim * sizeof(int64_t)) != 0:
                     self.relayout.append(i)
                 else:
                     t.grad = mg.ptr

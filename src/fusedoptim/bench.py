@@ -271,7 +271,8 @@ def measure(optimizer: str, workload_key: str, threads: int, *, repeats: int = D
                 ts.append(_timed(built[c].step, 1))
             inner[c] = max(1, min(1000, math.ceil(min_sample_s / max(min(ts), 1e-9))))
         samples = {c: [] for c in contenders}
-        gc.collect()
+        if not quick:  # a full collection costs ~0.1 s with torch loaded
+            gc.collect()
         gc.disable()
         for _ in range(repeats):
             for c in contenders:
@@ -279,8 +280,9 @@ def measure(optimizer: str, workload_key: str, threads: int, *, repeats: int = D
     finally:
         if gc_was_enabled:
             gc.enable()
-        built.clear()
-        gc.collect()
+        built.clear()  # optimizers may sit in reference cycles: collect big ones now
+        if not quick:
+            gc.collect()
         torch.set_num_threads(old_threads)
 
     nbytes = spec.bytes_per_element * wl.numel
