@@ -55,7 +55,7 @@ from fusedoptim import _C
 CONTENDERS = ("roofline", "fusedoptim", "forloop", "foreach", "fused")
 TORCH_MODES = {"forloop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
-DEFAULT_REPEATS = 7
+DEFAULT_REPEATS = 10
 QUICK_REPEATS = 3
 DEFAULT_WARMUP = 1
 # A timing sample (one per contender per round) is the median of as many
