@@ -368,6 +368,13 @@ cdef class Plan:
                 continue
             t = &self.g.t[i]
             r = &self.sref[i]
+            # the param's state dict must still be in optimizer.state: once
+            # `del opt.state[p]` or `opt.state[p] = {}` drops it, only this
+            # plan's reference is left (a caller that keeps its own reference
+            # to the old dict hides this; `opt.state[p].clear()` and replaced
+            # entries are caught below)
+            if r.dict.ob_refcnt < 2:  # (read the field: a cast to object would add a ref)
+                return False
             for k in range(r.nkeys):
                 cur = PyDict_GetItem(<object>r.dict, <object>r.keys[k])
                 if cur != r.vals[k]:

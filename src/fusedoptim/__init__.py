@@ -7,6 +7,8 @@ fused CPU kernels (one native call per parameter group per step, on torch's
 thread pool, bit-identical to torch's fused CPU kernels in float32), the rest
 are torch's own classes until fusedoptim accelerates them.
 """
+import importlib as _importlib
+
 import torch.optim as _torch_optim
 from torch.optim import *  # noqa: F401,F403  (every name a torch.optim user imports)
 from torch.optim import Optimizer  # noqa: F401
@@ -16,10 +18,10 @@ from ._config import show_config
 from ._version import __version__
 from .optimizers import SGD, Adam, AdamW
 
-try:  # the scheduler module is fusedoptim's own (issue: LR schedulers)
-    from . import lr_scheduler  # noqa: F401
-except ImportError:  # pragma: no cover - until it lands, torch's
-    lr_scheduler = _torch_optim.lr_scheduler
+# `from torch.optim import *` bound `lr_scheduler` to torch's module; replace it
+# with fusedoptim's own (a superset with identical behaviour for torch's names).
+lr_scheduler = _importlib.import_module(".lr_scheduler", __name__)
+from .recipes import EarlyStopping, lr_range_test, param_groups, scale_lr  # noqa: E402
 
 for _name in ("swa_utils",):
     if hasattr(_torch_optim, _name):
@@ -29,5 +31,6 @@ select_isa = _backend.select_isa
 
 __all__ = sorted(
     set(getattr(_torch_optim, "__all__", []))
-    | {"SGD", "Adam", "AdamW", "Optimizer", "lr_scheduler", "show_config", "select_isa", "__version__"}
+    | {"SGD", "Adam", "AdamW", "Optimizer", "lr_scheduler", "show_config", "select_isa", "__version__",
+       "EarlyStopping", "lr_range_test", "param_groups", "scale_lr"}
 )

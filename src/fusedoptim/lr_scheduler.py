@@ -40,6 +40,7 @@ import argparse
 import ast
 import copy
 import functools
+import inspect
 import math
 import numbers
 import sys
@@ -129,8 +130,10 @@ class _KeepLRTypes:
 
 
 def _floats_for_float_groups(optimizer, value):
-    """CyclicLR puts its `base_lr` argument itself into group["lr"]: give float
-    groups a float (torch would alias a tensor and later fill it in place)."""
+    """Per-group lr arguments that torch stores into param groups (CyclicLR's
+    `base_lr` becomes group["lr"] itself, OneCycleLR's `max_lr` becomes
+    group["initial_lr"], "max_lr", "min_lr"): floats for groups whose lr is a
+    float, so no group gets a tensor there (or, worse, an alias of the argument)."""
     groups = getattr(optimizer, "param_groups", None)
     if not isinstance(groups, list):
         return value  # let torch raise its own error
@@ -163,9 +166,10 @@ class LRScheduler(_torch_sched.LRScheduler):
 
     else:  # pragma: no cover - torch versions that write the lrs inside step()
 
-        def step(self, epoch=None) -> None:
+        def step(self, *args, **kwargs):
+            # passes everything on: for ReduceLROnPlateau the next step() in the MRO is step(metrics)
             with _KeepLRTypes(self.optimizer, self):
-                super().step(epoch)
+                return super().step(*args, **kwargs)
 
 
 class _LRScheduler(LRScheduler, _torch_sched._LRScheduler):
@@ -187,7 +191,6 @@ LinearLR = _same("LinearLR")
 ExponentialLR = _same("ExponentialLR")
 PolynomialLR = _same("PolynomialLR")
 CosineAnnealingLR = _same("CosineAnnealingLR")
-OneCycleLR = _same("OneCycleLR")
 
 
 class SequentialLR(LRScheduler, _torch_sched.SequentialLR):
@@ -228,12 +231,34 @@ class CyclicLR(LRScheduler, _torch_sched.CyclicLR):
             super().__init__(optimizer, base_lr, max_lr, *args, **kwargs)
 
 
+class OneCycleLR(LRScheduler, _torch_sched.OneCycleLR):
+    __doc__ = _torch_sched.OneCycleLR.__doc__
+
+    def __init__(self, optimizer, max_lr, *args, **kwargs):
+        super().__init__(optimizer, _floats_for_float_groups(optimizer, max_lr), *args, **kwargs)
+
+
 class CosineAnnealingWarmRestarts(LRScheduler, _torch_sched.CosineAnnealingWarmRestarts):
     __doc__ = _torch_sched.CosineAnnealingWarmRestarts.__doc__
 
     def step(self, epoch=None) -> None:
         with _KeepLRTypes(self.optimizer, self):
             super().step(epoch)
+
+
+def _copy_torch_signatures() -> None:
+    """Methods we wrap show torch's signature and docstring (introspection, e.g.
+    LightningCLI building scheduler arguments from __init__, and help())."""
+    for name in _TORCH_ALL + ["_LRScheduler"]:
+        ours, theirs = globals()[name], getattr(_torch_sched, name)
+        for attr, fn in vars(ours).items():
+            if inspect.isfunction(fn) and hasattr(theirs, attr):
+                original = getattr(theirs, attr)
+                fn.__signature__ = inspect.signature(original)
+                fn.__doc__ = fn.__doc__ or original.__doc__
+
+
+_copy_torch_signatures()
 
 
 # ---------------------------------------------------------------------------

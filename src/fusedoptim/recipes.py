@@ -139,7 +139,7 @@ def param_groups(
     No weight decay for (the reason is shown with ``verbose=True``):
 
     * every parameter with ``ndim <= 1`` (biases, norm scales, scalars, 1-d embeddings);
-    * parameters whose name ends in ``bias``;
+    * parameters named ``bias`` (``*.bias``);
     * parameters of normalization layers (BatchNorm, InstanceNorm, LayerNorm,
       GroupNorm, RMSNorm, and any module whose class name ends in ``Norm``);
     * names returned by ``model.no_weight_decay()`` and names containing a
@@ -214,7 +214,7 @@ def param_groups(
         reason = None
         if p.ndim <= 1:
             reason = f"{p.ndim}-d"
-        elif name.endswith("bias"):
+        elif name == "bias" or name.endswith(".bias"):
             reason = "bias"
         elif module is not None and _is_norm(module):
             reason = f"{type(module).__name__} layer"
@@ -449,6 +449,7 @@ class _Snapshot:
             for k, v in saved.items():
                 _put(group, k, v)
         for p in [p for p in opt.state if p not in self.state]:
+            opt.state[p].clear()  # in place first: caches holding this dict see it emptied
             del opt.state[p]
         for p, saved in self.state.items():
             st = opt.state[p]
