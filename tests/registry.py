@@ -21,7 +21,6 @@ never gets a grad:
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Callable
 
@@ -173,6 +172,9 @@ class ShapeCase:
     param_layout: str = "C"
     grad_layout: str = "same"
     slow: bool = False
+    # big enough to be split across threads: run for every option set only
+    # under `slow`, by default for the first and last option set of each optimizer
+    medium: bool = False
 
     @property
     def grad_layout_resolved(self):
@@ -205,7 +207,7 @@ SHAPES = (
     ShapeCase("T33x7", (33, 7), param_layout="T"),                       # transposed Parameter
     ShapeCase("T33x7_gradC", (33, 7), param_layout="T", grad_layout="C"),  # ... with a contiguous grad
     ShapeCase("33x7_gradT", (33, 7), grad_layout="T"),                   # grad strides != param strides
-    ShapeCase("70001", (70001,)),  # more than one parallel task (grain 32768 elements)
+    ShapeCase("70001", (70001,), medium=True),  # more than one parallel task (grain 32768 elements)
     ShapeCase("1000003", (1000003,), slow=True),
 )
 
@@ -215,6 +217,19 @@ def shape_params(shapes=SHAPES):
     for s in shapes:
         marks = (pytest.mark.slow,) if s.slow else ()
         out.append(pytest.param(s, id=s.id, marks=marks))
+    return out
+
+
+def parity_cases(shapes=SHAPES):
+    """pytest params (info, config, shape) over the registry product, with
+    `slow` marks on the big shapes (see ShapeCase.slow / .medium)."""
+    out = []
+    for o in OPTIMS:
+        for i, c in enumerate(o.configs):
+            for sh in shapes:
+                slow = sh.slow or (sh.medium and i not in (0, len(o.configs) - 1))
+                out.append(pytest.param(o, c, sh, id=f"{o.name}-{c.id}-{sh.id}",
+                                        marks=(pytest.mark.slow,) if slow else ()))
     return out
 
 
@@ -483,5 +498,3 @@ def special_grad(step: int, k: int, shape, dtype) -> torch.Tensor:
 def env_long_fuzz() -> bool:
     return os.environ.get("FUSEDOPTIM_FUZZ", "").lower() == "long"
 
-
-__all__ = [n for n in dir() if not n.startswith("_") and n not in ("annotations", "math")]

@@ -23,11 +23,9 @@
 /* ---- baseline: what every CPU of the platform runs; no FMA ---------------- */
 #define FO_ISA baseline
 #define FO_USE_FMA 0
-#define FO_VEC_BYTES 32
 #include "isa_section.h"
 #undef FO_ISA
 #undef FO_USE_FMA
-#undef FO_VEC_BYTES
 
 #if FO_X86
 /* ---- x86-64-v3: AVX2 + FMA (torch's ATEN_CPU_CAPABILITY=avx2) ------------- */
@@ -35,11 +33,9 @@
 #pragma GCC target("arch=x86-64-v3")
 #define FO_ISA avx2
 #define FO_USE_FMA 1
-#define FO_VEC_BYTES 32 /* torch's Vectorized<T> width for this capability */
 #include "isa_section.h"
 #undef FO_ISA
 #undef FO_USE_FMA
-#undef FO_VEC_BYTES
 #pragma GCC pop_options
 
 /* ---- x86-64-v4: AVX-512 (torch's ATEN_CPU_CAPABILITY=avx512) -------------- */
@@ -47,11 +43,9 @@
 #pragma GCC target("arch=x86-64-v4,prefer-vector-width=512")
 #define FO_ISA avx512
 #define FO_USE_FMA 1
-#define FO_VEC_BYTES 64
 #include "isa_section.h"
 #undef FO_ISA
 #undef FO_USE_FMA
-#undef FO_VEC_BYTES
 #pragma GCC pop_options
 #endif
 

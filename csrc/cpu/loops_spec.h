@@ -79,6 +79,7 @@ static void FO_NAME(adam_span)(const fo_hparams *hp, const fo_tensor *t, int64_t
     s.decay = (FO_T)(1.0 - hp->lr * hp->weight_decay);
     s.w1 = (FO_T)(1.0 - hp->beta1);
     s.w1_minus_1 = s.w1 - (FO_T)1;
+    s.one_minus_w1 = (FO_T)1 - s.w1;
     s.beta2 = (FO_T)hp->beta2;
     s.one_minus_beta2 = (FO_T)(1.0 - hp->beta2);
     s.neg_step_size = (FO_T)(-t->sc0);
@@ -106,10 +107,12 @@ static void FO_NAME(adam_span)(const fo_hparams *hp, const fo_tensor *t, int64_t
 }
 
 /* Split [b, e) into torch's vector part and its scalar remainder (the last
- * numel % FO_VEC_ELEMS elements of the tensor), each with its own FMA form. */
+ * numel % 8 elements of a float tensor: see the spec). float64 follows torch's
+ * for-loop implementation, its reference, which has no such remainder: NaN
+ * propagates through amsgrad's maximum everywhere. */
 static void FO_NAME(range)(const fo_hparams *hp, const fo_tensor *t, int64_t b, int64_t e)
 {
-    const int64_t vec = FO_USE_FMA ? (int64_t)(FO_VEC_BYTES / sizeof(FO_T)) : 1;
+    const int64_t vec = sizeof(FO_T) == 4 ? 8 : 1;
     const int64_t tail_start = t->numel - t->numel % vec;
     const int64_t mid = e < tail_start ? e : tail_start;
     const int sgd = hp->kind == FO_KIND_SGD;

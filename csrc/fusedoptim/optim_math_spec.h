@@ -20,24 +20,37 @@
  * without re-running the parity tests: the order *is* the specification.
  *
  * `tail`: torch's fused CPU kernels run a vector loop over each tensor and a
- * scalar loop over its last numel % vector-width elements, and the compiler
- * contracted the two into FMAs differently (measured against torch 2.13,
- * element by element). Where they differ, the spec names both; tail = 0 is the
- * vector form. Without FMA (the baseline) both forms round identically.
+ * scalar loop over the rest, and the two differ: the compiler contracted them
+ * into FMAs differently, the scalar loop's std::max keeps the old maximum when
+ * the new value is NaN, and its lerp gives +0 where the vector one gives -0.
+ * Measured against torch 2.13 element by element, on every CPU capability the
+ * tail is the last numel % 8 elements of each float tensor (numel % 4 of a
+ * double one). Where the forms differ the spec names both; tail = 0 is the
+ * vector form. Without FMA only the max and signed-zero forms differ. The CPU
+ * loops apply the tail forms to float32 only, whose reference is torch's fused
+ * kernel; float64's reference is torch's for-loop path (vector forms).
  */
 
-/* NaN-propagating maximum: torch's `maximum` returns NaN if either side is. */
-static FO_HD FO_INLINE FO_T FO_NAME(fo_maximum)(FO_T a, FO_T b)
+/* Maximum of the running max `old` and the new value `x`. Vector form:
+ * torch's `maximum`, NaN if either is. Tail form: std::max(old, x), which
+ * keeps `old` unless old < x. */
+static FO_HD FO_INLINE FO_T FO_NAME(fo_max)(FO_T old, FO_T x, const int tail)
 {
-    return (a > b || a != a) ? a : b;
+    if (tail)
+        return (old < x) ? x : old;
+    return (old > x || old != old) ? old : x;
 }
 
-/* torch's lerp: start + w*(end-start) for w < 0.5, end + (w-1)*(end-start)
- * otherwise (better accuracy near w = 1). */
-static FO_HD FO_INLINE FO_T FO_NAME(fo_lerp)(FO_T start, FO_T end, FO_T w, FO_T w_minus_1)
+/* torch's lerp(start, end, w): start + w*(end-start) for w < 0.5, else the
+ * form anchored at `end` (accurate near w = 1): vector end + (w-1)*(end-start),
+ * tail end - (end-start)*(1-w); they differ only in the sign of a zero. */
+static FO_HD FO_INLINE FO_T FO_NAME(fo_lerp)(FO_T start, FO_T end, FO_T w, FO_T w_minus_1,
+                                             FO_T one_minus_w, const int tail)
 {
     FO_T d = end - start;
-    return (w < (FO_T)0.5) ? FO_FMA(w, d, start) : FO_FMA(w_minus_1, d, end);
+    if (w < (FO_T)0.5)
+        return FO_FMA(w, d, start);
+    return tail ? FO_FMA(-d, one_minus_w, end) : FO_FMA(w_minus_1, d, end);
 }
 
 /* ---------------------------------------------------------------- SGD ---- */
@@ -74,6 +87,7 @@ typedef struct {
     FO_T weight_decay;     /* coupled L2 (Adam)                              */
     FO_T decay;            /* 1 - lr*weight_decay (decoupled, AdamW)         */
     FO_T w1, w1_minus_1;   /* lerp weight 1 - beta1, and (1 - beta1) - 1     */
+    FO_T one_minus_w1;     /* 1 - (1 - beta1), rounded as torch's tail does  */
     FO_T beta2, one_minus_beta2;
     FO_T neg_step_size;    /* -lr / (1 - beta1^t)                            */
     FO_T bc2_sqrt;         /* sqrt(1 - beta2^t)                              */
@@ -91,13 +105,13 @@ static FO_HD FO_INLINE void FO_NAME(fo_adam_elem)(
         g = FO_FMA(pv, s->weight_decay, g);
     else if (wd_mode == FO_WD_DECOUPLED)
         pv = pv * s->decay;
-    FO_T mv = FO_NAME(fo_lerp)(*m, g, s->w1, s->w1_minus_1);
+    FO_T mv = FO_NAME(fo_lerp)(*m, g, s->w1, s->w1_minus_1, s->one_minus_w1, tail);
     FO_T vv = tail ? FO_FMA(*v, s->beta2, s->one_minus_beta2 * g * g)
                    : FO_FMA(s->one_minus_beta2 * g, g, *v * s->beta2);
     *m = mv;
     *v = vv;
     if (amsgrad) {
-        vv = FO_NAME(fo_maximum)(*vmax, vv);
+        vv = FO_NAME(fo_max)(*vmax, vv, tail);
         *vmax = vv;
     }
     FO_T denom = FO_SQRT(vv) / s->bc2_sqrt + s->eps;

@@ -281,8 +281,8 @@ cdef class Plan:
         if len(state_ref) > 5:
             raise ValueError("at most 4 state tensors per param")
         cdef StateRef *r = &self.sref[i]
-        r.dict = <PyObject *>state_ref[0]
-        r.nkeys = len(state_ref) - 1
+        r.dict = <PyObject *>state_ref[0] if state_ref else NULL
+        r.nkeys = len(state_ref) - 1 if state_ref else 0
         for k in range(r.nkeys):
             r.keys[k] = <PyObject *>state_ref[k + 1][0]
             r.vals[k] = <PyObject *>state_ref[k + 1][1]
@@ -373,7 +373,7 @@ cdef class Plan:
             # plan's reference is left (a caller that keeps its own reference
             # to the old dict hides this; `opt.state[p].clear()` and replaced
             # entries are caught below)
-            if r.dict.ob_refcnt < 2:  # (read the field: a cast to object would add a ref)
+            if r.dict != NULL and r.dict.ob_refcnt < 2:  # (read the field: a cast to object would add a ref)
                 return False
             for k in range(r.nkeys):
                 cur = PyDict_GetItem(<object>r.dict, <object>r.keys[k])

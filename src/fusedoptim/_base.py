@@ -8,7 +8,7 @@ import torch
 from torch.optim.optimizer import _use_grad_for_differentiable
 
 from . import _C
-from ._validate import check_grad, check_group_devices, check_state_dict, is_dense
+from ._validate import check_grad, check_group_devices, check_param_dtype, check_state_dict, is_dense
 
 _NATIVE_DTYPES = (torch.float32, torch.float64)
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
@@ -44,8 +44,10 @@ class FusedOptimizerMixin:
     def _fo_key(self, group):  # options that change the shape of the plan
         raise NotImplementedError
 
-    def _fo_init_state(self, group, p, state):
-        """-> (s0, s1, s2, step, first, ((key, tensor), ...)) creating state lazily."""
+    def _fo_init_state(self, group, p):
+        """-> (s0, s1, s2, step, first, ref) creating p's state lazily, where ref
+        is (state dict, (key, tensor), ...) for the per-step identity check, or
+        () for an optimizer that keeps no state for p."""
         raise NotImplementedError
 
     def _fo_set_hparams(self, plan, group):
@@ -63,16 +65,21 @@ class FusedOptimizerMixin:
     def _fo_native_group(self, group) -> bool:
         return not group.get("differentiable", False) and not group.get("capturable", False)
 
-    def _fo_build(self, group, key):
+    def _fo_check_group(self, group) -> None:
+        """Every check a group's grads must pass, changing nothing (phase 1)."""
         name = type(self).__name__
-        params_all = tuple(group["params"])
-        with_grad = [p for p in params_all if p.grad is not None]
+        with_grad = [p for p in group["params"] if p.grad is not None]
         check_group_devices(name, with_grad)
         for p in with_grad:
+            check_param_dtype(name, p)
             if not (self._fo_sparse_ok and p.grad.is_sparse):
                 check_grad(name, p, p.grad)
+
+    def _fo_build(self, group, key):
+        """A new plan for `group`, creating lazy state (phase 2: checked already)."""
+        params_all = tuple(group["params"])
         plan = _C.Plan(self._fo_kind, params_all, key, self.state)
-        plan.name = name
+        plan.name = type(self).__name__
         plan.group = group
         for j, p in enumerate(params_all):
             g = p.grad
@@ -81,28 +88,15 @@ class FusedOptimizerMixin:
             elif not native_param(p) or g.is_sparse:
                 plan.mark(j, -1)
             else:
-                st = self.state[p]
-                s0, s1, s2, step, first, refs = self._fo_init_state(group, p, st)
-                plan.add(j, p, s0, s1, s2, step, first, (st, *refs))
+                s0, s1, s2, step, first, ref = self._fo_init_state(group, p)
+                plan.add(j, p, s0, s1, s2, step, first, ref)
         plan.finalize()
         return plan
 
-    def _fo_prepare(self, group, old):
-        """Validated, refreshed plan for this step (nothing changed yet)."""
-        key = self._fo_key(group)
-        params = group["params"]
-        plan = old
-        if (
-            plan is None
-            or plan.group is not group
-            or plan.key != key
-            or not plan.load_grads(params, self.state)
-        ):
-            plan = self._fo_build(group, key)
-            if not plan.load_grads(params, self.state):  # pragma: no cover - internal invariant
-                raise RuntimeError("fusedoptim: a freshly built plan does not match its group")
+    def _fo_refresh(self, plan, group):
+        """Per-step refresh of a valid plan: grads copied into the param's layout
+        where their strides differ, hyper-parameters read from the group."""
         for i in plan.relayout:
-            # grad strides differ from the param's: copy it into the param's layout
             p = plan.params[i]
             buf = plan.scratch[i]
             if buf is None:
@@ -110,7 +104,6 @@ class FusedOptimizerMixin:
             buf.copy_(p.grad)
             plan.set_grad(i, buf)
         self._fo_set_hparams(plan, group)
-        return plan
 
     @_use_grad_for_differentiable
     def step(self, closure=None):
@@ -129,36 +122,86 @@ class FusedOptimizerMixin:
         if plans is None:
             plans = self._fo_plans = {}
         groups = self.param_groups
+        state = self.state
         todo = []
-        # 1. validate and refresh every group before changing anything
+        # 1. check every group; nothing is created or changed until all pass
         for group in groups:
             if not self._fo_native_group(group):
-                params = [p for p in group["params"] if p.grad is not None]
-                check_group_devices(type(self).__name__, params)
-                todo.append((group, None, params))
+                self._fo_check_group(group)
+                todo.append([group, None, [p for p in group["params"] if p.grad is not None]])
                 continue
-            plan = self._fo_prepare(group, plans.get(id(group)))
-            plans[id(group)] = plan
-            todo.append((group, plan, plan.fallback))
+            key = self._fo_key(group)
+            plan = plans.get(id(group))
+            if (
+                plan is not None
+                and plan.group is group
+                and plan.key == key
+                and plan.load_grads(group["params"], state)
+            ):
+                todo.append([group, plan, plan.fallback])
+            else:
+                self._fo_check_group(group)
+                todo.append([group, key, None])
+        # 2. build what must be built (lazy state), then run every group
+        for item in todo:
+            group, plan, fallback = item
+            if fallback is None:  # plan holds the key of a plan to build
+                plan = self._fo_build(group, plan)
+                if not plan.load_grads(group["params"], state):  # pragma: no cover
+                    raise RuntimeError("fusedoptim: a freshly built plan does not match its group")
+                plans[id(group)] = plan
+                item[1], item[2] = plan, plan.fallback
         if len(plans) > len(groups):
             live = {id(g) for g in groups}
             for k in [k for k in plans if k not in live]:
                 del plans[k]
-        # 2. run
         for group, plan, fallback in todo:
-            if plan is not None and plan.n:
-                plan.run()
-                torch._C._increment_version(plan.params)
+            if plan is not None:
+                self._fo_refresh(plan, group)
+                if plan.n:
+                    plan.run()
+                    torch._C._increment_version(plan.params)
             if fallback:
-                self._fo_torch_step(group, fallback)
+                self._fo_torch_fallback(group, fallback)
         return loss
+
+    def _fo_torch_fallback(self, group, params):
+        """torch's implementation for params the kernels do not serve. torch
+        2.13's fused (and foreach) CPU kernels mis-update non-contiguous params
+        and grads whose strides differ from the param's, so those CPU params
+        take its for-loop path whatever the group's flags say."""
+        odd = [
+            p for p in params
+            if p.device.type == "cpu"
+            and not p.grad.is_sparse
+            and not (p.is_contiguous() and p.grad.is_contiguous())
+        ]
+        if odd:
+            rest = [p for p in params if all(p is not q for q in odd)]
+            forloop = dict(group, foreach=False, fused=False)
+            self._fo_torch_step(forloop, odd)
+            if rest:
+                self._fo_torch_step(group, rest)
+        else:
+            self._fo_torch_step(group, params)
 
     def load_state_dict(self, state_dict) -> None:
         """Load optimizer state. Everything is validated first (group count and
         sizes, every per-param state tensor's shape and dtype, required keys,
-        scalar `step`): on error the optimizer is unchanged."""
+        scalar `step`): on error the optimizer is unchanged. Load pre-hooks
+        run first, as in torch, so a hook may adapt the checkpoint."""
+        state_dict = dict(state_dict) if isinstance(state_dict, dict) else state_dict
+        hooks = self._optimizer_load_state_dict_pre_hooks
+        for hook in list(hooks.values()):
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         check_state_dict(self, state_dict, self._fo_state_keys)
-        super().load_state_dict(state_dict)
+        self._optimizer_load_state_dict_pre_hooks = type(hooks)()  # ran above
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            self._optimizer_load_state_dict_pre_hooks = hooks
         self.__dict__.pop("_fo_plans", None)
 
 

@@ -12,10 +12,9 @@ def _describe(t: torch.Tensor) -> str:
 def grad_mismatch_error(name: str, p: torch.Tensor, g: torch.Tensor) -> Exception:
     """The error for a grad that cannot update its param."""
     if g.is_sparse:
-        return RuntimeError(
-            f"{name} does not support sparse gradients"
-            + (", please consider SparseAdam instead" if name.startswith("Adam") else "")
-        )
+        if name.startswith("Adam"):  # torch's own words, AdamW included
+            return RuntimeError("Adam does not support sparse gradients, please consider SparseAdam instead")
+        return RuntimeError(f"{name} does not support sparse gradients")
     if g.device != p.device:
         return RuntimeError(
             f"{name}: grad is on device {g.device} but its param is on {p.device} "
@@ -35,6 +34,14 @@ def grad_mismatch_error(name: str, p: torch.Tensor, g: torch.Tensor) -> Exceptio
 def check_grad(name: str, p: torch.Tensor, g: torch.Tensor) -> None:
     if g.is_sparse or g.device != p.device or g.dtype != p.dtype or g.shape != p.shape:
         raise grad_mismatch_error(name, p, g)
+
+
+def check_param_dtype(name: str, p: torch.Tensor) -> None:
+    if not (p.is_floating_point() or p.is_complex()):
+        raise RuntimeError(
+            f"{name}: cannot optimize a param of dtype {p.dtype} (shape {tuple(p.shape)}); "
+            f"params must be floating-point or complex"
+        )
 
 
 def check_group_devices(name: str, params) -> None:

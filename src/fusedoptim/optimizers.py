@@ -45,9 +45,10 @@ class SGD(FusedOptimizerMixin, torch.optim.SGD):
     def _fo_state_keys(self, group):
         return (), ("momentum_buffer",)
 
-    def _fo_init_state(self, group, p, state):
+    def _fo_init_state(self, group, p):
         if group["momentum"] == 0:
-            return None, None, None, None, False, ()
+            return None, None, None, None, False, ()  # torch keeps no state here
+        state = self.state[p]
         buf = state.get("momentum_buffer")
         first = buf is None
         if first:
@@ -55,7 +56,7 @@ class SGD(FusedOptimizerMixin, torch.optim.SGD):
         else:
             buf = match_layout(p, buf)
         state["momentum_buffer"] = buf
-        return buf, None, None, None, first, (("momentum_buffer", buf),)
+        return buf, None, None, None, first, (state, ("momentum_buffer", buf))
 
     def _fo_set_hparams(self, plan, group):
         wd = group["weight_decay"]
@@ -91,7 +92,8 @@ class _AdamBase(FusedOptimizerMixin):
         req = ("step", "exp_avg", "exp_avg_sq")
         return (req + ("max_exp_avg_sq",), ()) if group.get("amsgrad") else (req, ("max_exp_avg_sq",))
 
-    def _fo_init_state(self, group, p, state):
+    def _fo_init_state(self, group, p):
+        state = self.state[p]
         if len(state) == 0:
             if group["fused"]:
                 from torch.optim.optimizer import _device_dtype_check_for_fused
@@ -111,7 +113,7 @@ class _AdamBase(FusedOptimizerMixin):
                 state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             vmax = state["max_exp_avg_sq"] = match_layout(p, state["max_exp_avg_sq"])
             refs.append(("max_exp_avg_sq", vmax))
-        return m, v, vmax, step, False, tuple(refs)
+        return m, v, vmax, step, False, (state, *refs)
 
     def _fo_set_hparams(self, plan, group):
         wd = group["weight_decay"]
