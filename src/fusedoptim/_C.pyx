@@ -16,7 +16,6 @@ from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.dict cimport PyDict_GetItem
 from libc.stdint cimport int64_t, int32_t, uintptr_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcmp
 
 cdef extern from "kernels.h" nogil:
     enum:
@@ -154,6 +153,13 @@ cdef inline bint fast_meta(object t, Meta *m) noexcept:
     if (a_data_ptr(h, &m.ptr) | a_dim(h, &m.dim) | a_sizes(h, &m.sizes) |
             a_strides(h, &m.strides) | a_dtype(h, &m.dtype) | a_device(h, &m.device)) != 0:
         return False
+    return True
+
+cdef inline bint _same(const int64_t *a, const int64_t *b, int64_t n) noexcept nogil:
+    cdef int64_t k
+    for k in range(n):
+        if a[k] != b[k]:
+            return False
     return True
 
 cdef inline bint fast_ptr(object t, void **ptr) noexcept:
@@ -386,9 +392,9 @@ cdef class Plan:
                 if mp.ptr != t.param:
                     return False
                 if mg.device != pm.device or mg.dtype != pm.dtype or mg.dim != pm.dim or \
-                        memcmp(mg.sizes, pm.shape, pm.dim * sizeof(int64_t)) != 0:
+                        not _same(mg.sizes, pm.shape, pm.dim):
                     return False
-                if t.numel > 1 and memcmp(mg.strides, pm.shape + pm.dim, pm.dim * sizeof(int64_t)) != 0:
+                if t.numel > 1 and not _same(mg.strides, pm.shape + pm.dim, pm.dim):
                     self.relayout.append(i)
                 else:
                     t.grad = mg.ptr
