@@ -317,7 +317,18 @@ def _min_lrs(optimizer, min_lr, last_epoch) -> list[float]:
     return values
 
 
-class WarmupCosineLR(LRScheduler):
+class _ClosedFormLR(LRScheduler):
+    """A schedule given by `_lr_at(step, base_lr, min_lr)` in closed form."""
+
+    def get_lr(self) -> list:
+        _warn_get_lr(self)
+        return self._get_closed_form_lr()
+
+    def _get_closed_form_lr(self) -> list:
+        return [self._lr_at(self.last_epoch, base, lo) for base, lo in zip(self.base_lrs, self.min_lrs)]
+
+
+class WarmupCosineLR(_ClosedFormLR):
     r"""Linear warmup, then cosine decay to ``min_lr``, with optional restarts.
 
     With ``W = warmup_steps``, ``T = total_steps``, ``C = cycles``, the
@@ -381,13 +392,6 @@ class WarmupCosineLR(LRScheduler):
         self.min_lrs = _min_lrs(optimizer, min_lr, last_epoch)
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self) -> list:
-        _warn_get_lr(self)
-        return self._get_closed_form_lr()
-
-    def _get_closed_form_lr(self) -> list:
-        return [self._lr_at(self.last_epoch, base, lo) for base, lo in zip(self.base_lrs, self.min_lrs)]
-
     def _lr_at(self, t: int, base, lo: float):
         w, total = self.warmup_steps, self.total_steps
         if t < w:
@@ -406,7 +410,7 @@ class WarmupCosineLR(LRScheduler):
 _WSD_DECAYS = ("linear", "cosine", "sqrt")
 
 
-class WarmupStableDecayLR(LRScheduler):
+class WarmupStableDecayLR(_ClosedFormLR):
     r"""Warmup-stable-decay ("trapezoidal") schedule.
 
     With ``W, S, D`` = ``warmup_steps, stable_steps, decay_steps`` and a group's
@@ -455,13 +459,6 @@ class WarmupStableDecayLR(LRScheduler):
     @property
     def total_steps(self) -> int:
         return self.warmup_steps + self.stable_steps + self.decay_steps
-
-    def get_lr(self) -> list:
-        _warn_get_lr(self)
-        return self._get_closed_form_lr()
-
-    def _get_closed_form_lr(self) -> list:
-        return [self._lr_at(self.last_epoch, base, lo) for base, lo in zip(self.base_lrs, self.min_lrs)]
 
     def _lr_at(self, t: int, base, lo: float):
         w, s, d = self.warmup_steps, self.stable_steps, self.decay_steps
