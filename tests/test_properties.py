@@ -103,16 +103,21 @@ def grad_plans(draw, steps):
     return grad_fn
 
 
-@SETTINGS
-@given(data=st.data())
-def test_float32_matches_torch_fused(data):
+def _draw_case(data):
+    """optimizer, options, shape, step count and grads of one example."""
     info, kw = data.draw(optimizer_and_options(), label="optimizer")
     case = data.draw(shape_cases(), label="shape")
     steps = data.draw(st.integers(1, 4), label="steps")
     grad_fn = data.draw(grad_plans(steps), label="grads")
-    override = info.group1_override(kw)
-    dtype = torch.float32
     label = f"{info.name}{kw} shape={case.shape} P{case.param_layout}/G{case.grad_layout}"
+    return info, kw, case, steps, grad_fn, info.group1_override(kw), label
+
+
+@SETTINGS
+@given(data=st.data())
+def test_float32_matches_torch_fused(data):
+    info, kw, case, steps, grad_fn, override, label = _draw_case(data)
+    dtype = torch.float32
     ref = R.run_trajectory(info.torch_cls, dict(kw, fused=True), case, dtype, steps=steps, grad_fn=grad_fn,
                            override=override, grads_like_param=True)[0]
     fo = R.run_trajectory(info.fo_cls, kw, case, dtype, steps=steps, grad_fn=grad_fn, override=override)[0]
@@ -122,13 +127,9 @@ def test_float32_matches_torch_fused(data):
 @SETTINGS
 @given(data=st.data())
 def test_float64_matches_torch_forloop(data):
-    info, kw = data.draw(optimizer_and_options(), label="optimizer")
-    case = data.draw(shape_cases(), label="shape")
-    steps = data.draw(st.integers(1, 4), label="steps")
-    grad_fn = data.draw(grad_plans(steps), label="grads")
-    override = info.group1_override(kw)
+    info, kw, case, steps, grad_fn, override, label = _draw_case(data)
     dtype = torch.float64
-    label = f"{info.name}{kw} shape={case.shape} P{case.param_layout}/G{case.grad_layout} fp64"
+    label += " fp64"
     fo = R.run_trajectory(info.fo_cls, kw, case, dtype, steps=steps, grad_fn=grad_fn, override=override)[0]
     ref = R.run_trajectory(info.torch_cls, dict(kw, foreach=False), case, dtype, steps=steps, grad_fn=grad_fn,
                            override=override)[0]
