@@ -382,3 +382,21 @@ def test_failed_first_step_then_rebuild_steps_correctly(name):
     ref.step()
     R.compare_tensor(outs[0], a.detach(), R.fp32_mode(), f"{name} failed first step, then a plan rebuild")
     R.compare_tensor(outs[1], a.detach(), R.fp32_mode(), f"{name} failed first step, then torch from checkpoint")
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_bad_grad_on_fallback_param_of_cached_plan_changes_nothing(name):
+    """A group whose plan is cached and that also holds a param served by
+    torch's path (bf16): a sparse grad appearing there later is rejected before
+    the native params move."""
+    info = INFOS[name]
+    a = torch.nn.Parameter(torch.zeros(4))
+    b = torch.nn.Parameter(torch.zeros(3, dtype=torch.bfloat16))
+    opt = info.fo_cls([a, b], lr=0.1)
+    a.grad, b.grad = torch.ones(4), torch.ones(3, dtype=torch.bfloat16)
+    opt.step()
+    a.grad, b.grad = torch.ones(4), torch.ones(3, dtype=torch.bfloat16).to_sparse()
+    before = _capture(opt, [a, b])
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    _assert_unchanged(before, opt, [a, b], f"{name} fallback param with a sparse grad")

@@ -67,8 +67,10 @@ class FusedOptimizerMixin:
 
     def _fo_check_group(self, group) -> None:
         """Every check a group's grads must pass, changing nothing (phase 1)."""
+        self._fo_check_params([p for p in group["params"] if p.grad is not None])
+
+    def _fo_check_params(self, with_grad) -> None:
         name = type(self).__name__
-        with_grad = [p for p in group["params"] if p.grad is not None]
         check_group_devices(name, with_grad)
         for p in with_grad:
             check_param_dtype(name, p)
@@ -138,6 +140,8 @@ class FusedOptimizerMixin:
                 and plan.key == key
                 and plan.load_grads(group["params"], state)
             ):
+                if plan.fallback:  # torch's path checks late: check its params now
+                    self._fo_check_params(plan.fallback)
                 todo.append([group, plan, plan.fallback])
             else:
                 self._fo_check_group(group)
