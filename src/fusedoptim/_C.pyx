@@ -123,22 +123,17 @@ cdef get_i64p_t a_sizes = NULL
 cdef get_i64p_t a_strides = NULL
 cdef get_i32_t a_dtype = NULL
 cdef get_i32_t a_device = NULL
-cdef get_i32_t a_layout = NULL
 cdef bint fast_meta_on = False
 cdef object TensorType = None
 cdef object ParameterType = None
-
-# c10::ScalarType / DeviceType / Layout codes (stable parts of the C ABI)
-DT_HALF, DT_FLOAT, DT_DOUBLE, DT_BFLOAT16 = 5, 6, 7, 15
 
 ctypedef struct Meta:
     void *ptr
     int64_t dim
     int64_t *sizes
     int64_t *strides
-    int32_t dtype
-    int32_t device
-    int32_t layout
+    int32_t dtype                    # c10::ScalarType code
+    int32_t device                   # c10::DeviceType code
 
 cdef inline bint fast_meta(object t, Meta *m) noexcept:
     """Metadata of an exact torch.Tensor / nn.Parameter through the AOTI shim.
@@ -169,15 +164,14 @@ cdef inline bint fast_ptr(object t, void **ptr) noexcept:
     return a_data_ptr(<AtenTensorHandle>(<char *><PyObject *>t + sizeof(PyObject)), ptr) == 0
 
 def set_tensor_accessors(uintptr_t data_ptr, uintptr_t dim, uintptr_t sizes, uintptr_t strides,
-                         uintptr_t dtype, uintptr_t device, uintptr_t layout, tensor_type, parameter_type):
-    global a_data_ptr, a_dim, a_sizes, a_strides, a_dtype, a_device, a_layout, TensorType, ParameterType
+                         uintptr_t dtype, uintptr_t device, tensor_type, parameter_type):
+    global a_data_ptr, a_dim, a_sizes, a_strides, a_dtype, a_device, TensorType, ParameterType
     a_data_ptr = <get_ptr_t>data_ptr
     a_dim = <get_i64_t>dim
     a_sizes = <get_i64p_t>sizes
     a_strides = <get_i64p_t>strides
     a_dtype = <get_i32_t>dtype
     a_device = <get_i32_t>device
-    a_layout = <get_i32_t>layout
     TensorType = tensor_type
     ParameterType = parameter_type
 
@@ -229,7 +223,6 @@ cdef class Plan:
     cdef PMeta *pmeta                # per plan index: param metadata (fast path)
     cdef readonly list relayout      # indices whose grad needs a copy this step
     cdef public list scratch         # per plan index: scratch grad buffer or None
-    cdef public str name             # optimizer class name, for error messages
     cdef public object group         # the param_group dict this plan serves
     cdef readonly list fallback      # params_all entries served by torch's path
 
@@ -344,8 +337,8 @@ cdef class Plan:
     def load_grads(self, list params, object state_obj):
         """Per-step refresh. Returns False if the plan no longer describes the
         group (params, grads present, state replaced, param storage changed):
-        the caller rebuilds it. Raises on a bad grad before anything changes.
-        Fills self.relayout with the indices whose grad layout differs from
+        the caller rebuilds it, and the rebuild's checks raise the clear error
+        for a bad grad (shape, dtype, device, sparse). Changes nothing. Fills self.relayout with the indices whose grad layout differs from
         the param's (the caller copies those into scratch buffers)."""
         cdef Py_ssize_t na = PyList_GET_SIZE(params), j, i, k
         cdef object p, g
@@ -401,10 +394,8 @@ cdef class Plan:
             else:
                 if <uintptr_t>p.data_ptr() != <uintptr_t>t.param or p.numel() != t.numel:
                     return False
-                if g.is_sparse:
-                    return False  # rebuilt: SGD serves it through torch, Adam raises
-                if g.device != p.device or g.dtype != p.dtype or g.shape != p.shape:
-                    _bad_grad(self.name, p, g)
+                if g.is_sparse or g.device != p.device or g.dtype != p.dtype or g.shape != p.shape:
+                    return False
                 if t.numel > 1 and g.stride() != p.stride():
                     self.relayout.append(i)
                 else:
@@ -415,10 +406,6 @@ cdef class Plan:
         """One fused step over the whole group, with the GIL released."""
         with nogil:
             fo_group_step(&self.g)
-
-def _bad_grad(name, p, g):
-    from ._validate import grad_mismatch_error
-    raise grad_mismatch_error(name, p, g)
 
 def roofline(list rw, list ro):
     """Same-traffic roofline kernel: reads every array once and writes the rw

@@ -63,7 +63,6 @@ def _wire_fast_meta(lib) -> None:
     names = [
         "aoti_torch_get_data_ptr", "aoti_torch_get_dim", "aoti_torch_get_sizes",
         "aoti_torch_get_strides", "aoti_torch_get_dtype", "aoti_torch_get_device_type",
-        "aoti_torch_get_layout",
     ]
     addrs = [_addr(lib, n) for n in names] if lib is not None else [None]
     if not all(addrs) or os.environ.get("FUSEDOPTIM_SLOW_META"):

@@ -81,7 +81,6 @@ class FusedOptimizerMixin:
         """A new plan for `group`, creating lazy state (phase 2: checked already)."""
         params_all = tuple(group["params"])
         plan = _C.Plan(self._fo_kind, params_all, key, self.state)
-        plan.name = type(self).__name__
         plan.group = group
         for j, p in enumerate(params_all):
             g = p.grad
