@@ -96,6 +96,7 @@ int fo_set_isa(int isa)
 int fo_get_isa(void) { return g_isa; }
 void fo_set_parallel_for(fo_parallel_for_t fn) { g_pfor = fn; }
 int fo_has_parallel_for(void) { return g_pfor != NULL; }
+fo_parallel_for_t fo_get_parallel_for(void) { return g_pfor; }
 int64_t fo_get_grain(void) { return g_grain; }
 void fo_set_grain(int64_t units) { g_grain = units > 0 ? units : 1; }
 

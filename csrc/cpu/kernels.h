@@ -7,7 +7,8 @@
 extern "C" {
 #endif
 
-enum { FO_DT_F32 = 0, FO_DT_F64 = 1 };
+/* storage dtypes; math is in float for every dtype but float64 */
+enum { FO_DT_F32 = 0, FO_DT_F64 = 1, FO_DT_BF16 = 2, FO_DT_F16 = 3 };
 enum { FO_KIND_SGD = 0, FO_KIND_ADAM = 1 };
 enum { FO_ISA_BASELINE = 0, FO_ISA_AVX2 = 1, FO_ISA_AVX512 = 2 };
 
@@ -48,6 +49,8 @@ typedef void (*fo_parallel_fn)(int64_t begin, int64_t end, void *ctx);
 typedef int32_t (*fo_parallel_for_t)(int64_t, int64_t, int64_t, fo_parallel_fn, void *);
 
 void fo_set_parallel_for(fo_parallel_for_t fn);
+/* torch's pool, or NULL when it is not known (then everything runs inline) */
+fo_parallel_for_t fo_get_parallel_for(void);
 int fo_has_parallel_for(void);
 int fo_cpu_supports(int isa);
 int fo_set_isa(int isa);          /* returns 0 on success, -1 if the CPU lacks it */
