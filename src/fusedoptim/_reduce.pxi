@@ -127,7 +127,8 @@ cdef class RTable:
 def rtable(list tensors):
     """An RTable over `tensors`, or None if the kernels cannot serve all of
     them: a tensor subclass, a non-CPU or non-strided tensor, another dtype,
-    a layout with gaps or self-overlap, or a negative-bit view."""
+    or a layout with gaps or self-overlap. (A negative-bit view is served: the
+    norm takes |x| and the scale is linear, so the stored values suffice.)"""
     cdef Py_ssize_t n = PyList_GET_SIZE(tensors), i
     cdef RTable tab = RTable.__new__(RTable)
     cdef Meta m
@@ -155,7 +156,7 @@ def rtable(list tensors):
             x_type = type(x)
             if x_type is not _torch().Tensor and x_type is not _torch().nn.Parameter:
                 return None
-            if x.layout is not _torch().strided or x.device.type != "cpu" or x.is_neg() or x.is_conj():
+            if x.layout is not _torch().strided or x.device.type != "cpu":
                 return None
             dt = _DTYPE_CODES.get(x.dtype, -1)
             if dt < 0:
