@@ -525,3 +525,4 @@ def roofline(list rw, list ro):
     cdef int64_t nn = n
     with nogil:
         fo_roofline(w, nrw, r, nro, nn)
+include "_reduce.pxi"
