@@ -602,6 +602,27 @@ def fp32_mode() -> str:
     return "bitwise" if isa_matches() else "close"
 
 
+def oracle_flags(info) -> dict:
+    """torch flags of an optimizer's float32 oracle run: its fused CPU kernel
+    where torch has one, else its for-loop path."""
+    return {"fused": True} if info.fused_oracle else {"foreach": False}
+
+
+def oracle_mode(info) -> str:
+    """How float32 results compare with that oracle."""
+    return fp32_mode() if info.fused_oracle else "close"
+
+
+#: fusedoptim's own options, which its param groups carry on top of torch's
+EXTRA_GROUP_KEYS = ("l1_weight_decay", "state_dtype", "master_weights", "stochastic_rounding",
+                    "max_grad_norm", "decoupled_weight_decay")
+
+
+def torch_group_view(fo_group: dict, torch_group: dict) -> dict:
+    """fusedoptim's param group without the options torch's group lacks."""
+    return {k: v for k, v in fo_group.items() if k in torch_group or k not in EXTRA_GROUP_KEYS}
+
+
 # ----------------------------------------------------------------- special values --
 
 SPECIALS_F32 = (

@@ -36,5 +36,6 @@ __all__ = sorted(
     set(getattr(_torch_optim, "__all__", []))
     | {"SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta", "Lion",
        "LAMB", "Optimizer", "lr_scheduler", "show_config", "select_isa", "__version__",
-       "EarlyStopping", "lr_range_test", "param_groups", "scale_lr"}
+       "EarlyStopping", "lr_range_test", "param_groups", "scale_lr", "clip_grad_norm_",
+       "clip_grads_with_norm_", "get_total_norm"}
 )
