@@ -62,8 +62,10 @@ def optimizer_and_options(draw):
     info = R.OPTIMS_BY_NAME[draw(st.sampled_from(sorted(R.OPTIMS_BY_NAME)))]
     if info.name == "SGD":
         kw = draw(sgd_options())
-    else:
+    elif info.name in ("Adam", "AdamW"):
         kw = draw(adam_options(adamw=info.name == "AdamW"))
+    else:  # the family: the registry's option sets
+        kw = dict(draw(st.sampled_from(info.configs)).kwargs)
     return info, kw
 
 

@@ -220,6 +220,9 @@ class FusedOptimizerMixin:
     def _fo_init_state(self, group, p):
         """Create p's state lazily (in torch's key order) and bring it to the
         kernel's layout. -> (s0, s1, s2, step, first, ref, master, aux)."""
+        order = self._fo_order(group)
+        if not order and not group.get("master_weights"):
+            return None, None, None, None, False, (), None, None  # torch keeps no state here
         state = self.state[p]
         slots = self._fo_slots(group)
         sdt = self._fo_state_dtype(group, p, state, slots)
@@ -227,7 +230,7 @@ class FusedOptimizerMixin:
         if len(state) == 0 and group.get("fused") and p.dtype != torch.float64:
             from torch.optim.optimizer import _device_dtype_check_for_fused
             _device_dtype_check_for_fused(p)
-        for key in self._fo_order(group):
+        for key in order:
             if key in state:
                 continue
             if key == "step":
