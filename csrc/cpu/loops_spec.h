@@ -62,25 +62,24 @@ static void FO_NAME(make_scalars)(const fo_hparams *hp, const fo_tensor *t,
  *   NAdam, RAdam, LAMB   a = exp_avg, b = exp_avg_sq   (LAMB pass A: c = u out)
  *   Adadelta a = square_avg, b = acc_delta
  *   Lion     a = exp_avg
- * Grads: unscaled (AMP) first and stored back unscaled, as torch's fused
- * kernels do; then multiplied by gmul (-1 for maximize, times the clipping
- * coefficient of max_grad_norm) in registers only. */
+ * Grads are multiplied by gmul (-1 for maximize, times the clipping
+ * coefficient of max_grad_norm) in registers only. (AMP's unscaling, which
+ * torch's fused kernels store back into the grads, runs per block just
+ * before: a conditional store in this loop would stop it vectorizing.) */
 static inline __attribute__((always_inline)) void FO_NAME(core)(
     const int kind, FO_T *restrict p, FO_T *restrict g, FO_T *restrict a, FO_T *restrict b,
-    FO_T *restrict c, const int64_t n, const FO_NAME(fo_scalars) *restrict s, const FO_T gmul,
-    const FO_T gscale, const int unscale, const int wd, const int o1, const int o2, const int tail)
+    FO_T *restrict c, const int64_t n, const FO_NAME(fo_scalars) *restrict s_in, const FO_T gmul,
+    const int wd, const int o1, const int o2, const int tail)
 {
+    /* a local copy: provably not aliased by the stores below, so every scalar
+     * (and the lerp's branch on its weight) is hoisted out of the loop */
+    const FO_NAME(fo_scalars) s_local = *s_in;
+    const FO_NAME(fo_scalars) *const s = &s_local;
     for (int64_t i = 0; i < n; i++) {
         FO_T pv = p[i];
         FO_T gv = 0;
-        if (kind != FO_CK_LAMB_B) {
-            gv = g[i];
-            if (unscale) {
-                gv = gv / gscale;
-                g[i] = gv;
-            }
-            gv = gv * gmul;
-        }
+        if (kind != FO_CK_LAMB_B)
+            gv = g[i] * gmul;
         switch (kind) {
         case FO_KIND_SGD: {
             FO_T bv = (o1 == FO_MOM_UPDATE) ? a[i] : (FO_T)0;
@@ -184,7 +183,7 @@ static inline void FO_NAME(options)(const int ck, const fo_hparams *hp, const fo
 
 #define FO_C(K, W, A, B, T)                                                               \
     case ((K) * 4 + (W)) * 8 + (A) * 2 + (B):                                               \
-        FO_NAME(core)(K, p, g, a, b, c, n, s, gmul, gscale, unscale, W, A, B, T);           \
+        FO_NAME(core)(K, p, g, a, b, c, n, s, gmul, W, A, B, T);                            \
         return;
 #define FO_C3(K, A, B, T) FO_C(K, 0, A, B, T) FO_C(K, 1, A, B, T) FO_C(K, 2, A, B, T)
 
@@ -193,8 +192,7 @@ static inline void FO_NAME(options)(const int ck, const fo_hparams *hp, const fo
  * differs from its vector body (SGD, Adam). */
 static void FO_NAME(dispatch)(const int ck, FO_T *p, FO_T *g, FO_T *a, FO_T *b, FO_T *c,
                               const int64_t n, const FO_NAME(fo_scalars) *s, const FO_T gmul,
-                              const FO_T gscale, const int unscale, const int wd, const int o1,
-                              const int o2, const int tail)
+                              const int wd, const int o1, const int o2, const int tail)
 {
     const int key = (ck * 4 + wd) * 8 + o1 * 2 + o2;
     (void)tail;
@@ -227,6 +225,14 @@ static void FO_NAME(dispatch)(const int ck, FO_T *p, FO_T *g, FO_T *a, FO_T *b, 
 }
 #undef FO_C
 #undef FO_C3
+
+/* AMP: grads divided by the scale (as torch's fused kernels: a division,
+ * stored back). */
+static void FO_NAME(unscale)(FO_T *restrict g, int64_t n, const FO_T gscale)
+{
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] / gscale;
+}
 
 /* Sum of squares in double, in a fixed order (8 independent accumulators,
  * so the loop vectorizes without reassociation). */
@@ -303,9 +309,9 @@ static void FO_NAME(span)(const fo_hparams *hp, const fo_tensor *t, int64_t b, i
 #else
     const int native = 1;
 #endif
-    if (native && pass != FO_PASS_LAMB_A) {
+    if (native && pass != FO_PASS_LAMB_A && !unscale) {
         FO_NAME(dispatch)(ck, P + b, FO_OFF(G, b), FO_OFF(A, b), FO_OFF(B, b), FO_OFF(C, b),
-                          e - b, &s, gmul, gscale, unscale, wd, o1, o2, tail);
+                          e - b, &s, gmul, wd, o1, o2, tail);
         return;
     }
     /* blocks on the stack: widen what is not float storage, update, narrow */
@@ -348,7 +354,9 @@ static void FO_NAME(span)(const fo_hparams *hp, const fo_tensor *t, int64_t b, i
             cp = cb;
             red[0] += FO_NAME(sumsq)(pp, n);
         }
-        FO_NAME(dispatch)(ck, pp, gp, ap, bp, cp, n, &s, gmul, gscale, unscale, wd, o1, o2, tail);
+        if (unscale && gp)
+            FO_NAME(unscale)(gp, n, gscale);  /* in L1 now; stored back below or in place */
+        FO_NAME(dispatch)(ck, pp, gp, ap, bp, cp, n, &s, gmul, wd, o1, o2, tail);
         if (pass == FO_PASS_LAMB_A)
             red[1] += FO_NAME(sumsq)(cb, n);
 #if FO_IS_FLOAT

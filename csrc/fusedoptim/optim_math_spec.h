@@ -67,12 +67,12 @@ static FO_HD FO_INLINE FO_T FO_NAME(fo_lerp)(FO_T start, FO_T end, FO_T w, FO_T 
  * unchanged (signed zeros and NaN included), so loops apply it always. */
 static FO_HD FO_INLINE FO_T FO_NAME(fo_prox_l1)(FO_T w, FO_T thr)
 {
-    if (thr == 0)
-        return w;
+    /* branch-free, so the loops stay vectorized: thr = 0 keeps w as is */
     FO_T a = (w < 0 ? -w : w) - thr;
-    if (a > 0 || a != a)
-        return w < 0 ? -a : a;
-    return w < 0 ? (FO_T)-0.0 : (FO_T)0.0;
+    FO_T z = w < 0 ? (FO_T)-0.0 : (FO_T)0.0;
+    FO_T r = w < 0 ? -a : a;
+    FO_T shrunk = (a > 0) | (a != a) ? r : z;
+    return thr == 0 ? w : shrunk;
 }
 
 /* Every scalar an update reads; each optimizer uses its own few. */
