@@ -679,11 +679,11 @@ CONV_MODES = {
     "bf16 master": (torch.bfloat16, {"master_weights": True}),
     "bf16 SR": (torch.bfloat16, {"stochastic_rounding": True}),
 }
-CONV_STEPS, CONV_EVERY, CONV_LR = 400, 25, 1e-4
-QUICK_CONV_STEPS, QUICK_CONV_EVERY = 60, 10
+CONV_STEPS, CONV_EVERY, CONV_LR, CONV_WIDTH = 400, 25, 1e-4, 64
+QUICK_CONV_STEPS, QUICK_CONV_EVERY = 40, 10
 
 
-def _conv_task(seed: int, n: int = 1024, d_in: int = 32, d_hidden: int = 64) -> tuple:
+def _conv_task(seed: int, n: int = 512, d_in: int = 32, d_hidden: int = 64) -> tuple:
     """A fixed synthetic regression task: inputs x ~ N(0, 1), targets from a
     random teacher MLP (tanh), all drawn from `seed`."""
     gen = torch.Generator().manual_seed(seed)
@@ -694,7 +694,7 @@ def _conv_task(seed: int, n: int = 1024, d_in: int = 32, d_hidden: int = 64) -> 
     return x, y
 
 
-def _conv_model(seed: int, d_in: int = 32, width: int = 128) -> torch.nn.Module:
+def _conv_model(seed: int, d_in: int = 32, width: int = CONV_WIDTH) -> torch.nn.Module:
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Linear(d_in, width), torch.nn.Tanh(),
                                torch.nn.Linear(width, width), torch.nn.Tanh(), torch.nn.Linear(width, 1))
@@ -720,7 +720,7 @@ def convergence(steps: int = CONV_STEPS, every: int = CONV_EVERY, lr: float = CO
     torch.set_num_threads(threads)
     t_all = time.perf_counter()
     out = {"optimizer": spec.label, "lr": lr, "steps": steps, "every": every, "seed": seed, "threads": threads,
-           "task": f"MLP {x.shape[1]}-128-128-1 (tanh) regressing a random teacher MLP, {x.shape[0]} samples, "
+           "task": f"MLP {x.shape[1]}-{CONV_WIDTH}-{CONV_WIDTH}-1 (tanh) regressing a random teacher MLP, {x.shape[0]} samples, "
                    f"full batch, MSE", "modes": {}}
     try:
         for name, (dtype, options) in modes.items():
@@ -1080,11 +1080,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "the cost of the bf16 options; a bf16 convergence demonstration.")
     ap.add_argument("--workloads", type=_csv("workloads", WORKLOADS, _canonical_workload, {"all": list(WORKLOADS)}),
                     default=None, help=f"comma list of {','.join(WORKLOADS)} or 'all' "
-                                       f"(default: {','.join(DEFAULT_WORKLOADS)}; --quick: all)")
+                                       f"(default: {','.join(DEFAULT_WORKLOADS)})")
     ap.add_argument("--optimizers", type=_csv("optimizers", tuple(OPTIMIZERS), str.lower, OPTIMIZER_GROUPS),
                     default=None, help=f"comma list of {','.join(OPTIMIZERS)} or the groups core "
                                        f"({','.join(OPTIMIZER_GROUPS['core'])}), family (the others), all "
-                                       f"(default: core; --quick: all)")
+                                       f"(default: core; --quick: core on every workload and "
+                                       f"thread count, the others once on {QUICK_FAMILY_WORKLOAD} at the first)")
     ap.add_argument("--family", action="store_true", help="every optimizer: the same as --optimizers all")
     ap.add_argument("--threads", type=_threads, default=[1, 2], help="comma list of thread counts (default: 1,2)")
     ap.add_argument("--contenders", type=_csv("contenders", CONTENDERS, str.lower), default=list(CONTENDERS),
@@ -1093,7 +1094,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help=f"interleaved rounds per measurement (default: {DEFAULT_REPEATS}, --quick: {QUICK_REPEATS})")
     ap.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed steps per contender first")
     ap.add_argument("--quick", action="store_true",
-                    help="small sizes, every optimizer and workload once at 1 thread: CI smoke runs")
+                    help="small sizes, 3 rounds, every optimizer at least once: CI smoke runs")
     ap.add_argument("--no-options", action="store_true", help="skip the cost-of-the-options table (bf16 W4 AdamW)")
     ap.add_argument("--convergence", action="store_true",
                     help="run only the bf16 convergence demonstration (part of the default run otherwise)")
@@ -1108,10 +1109,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         if args.optimizers is not None and args.optimizers != OPTIMIZER_GROUPS["all"]:
             ap.error("--family means --optimizers all: give one or the other")
         args.optimizers = list(OPTIMIZER_GROUPS["all"])
+    args.default_plan = args.optimizers is None and args.workloads is None
     if args.optimizers is None:
         args.optimizers = list(OPTIMIZER_GROUPS["all" if args.quick else "core"])
     if args.workloads is None:
-        args.workloads = list(WORKLOADS if args.quick else DEFAULT_WORKLOADS)
+        args.workloads = list(DEFAULT_WORKLOADS)
     if args.repeats is None:
         args.repeats = QUICK_REPEATS if args.quick else DEFAULT_REPEATS
     if args.convergence_steps is None:
@@ -1135,18 +1137,19 @@ def _print(text: str = "", file=None) -> None:
         print(text.replace("✓", "+").replace("✗", "-").encode("ascii", "replace").decode(), file=file, flush=True)
 
 
+QUICK_FAMILY_WORKLOAD = "W4"
+
+
 def _cases(args) -> list:
-    """(workload, optimizer, threads) to measure. --quick: every optimizer on
-    every workload at the first thread count, plus the core optimizers at
-    the other thread counts (the multi-threaded path)."""
-    cases = []
-    for w in args.workloads:
-        for o in args.optimizers:
-            for i, t in enumerate(args.threads):
-                if args.quick and i > 0 and OPTIMIZERS[o].group != "core":
-                    continue
-                cases.append((w, o, t))
-    return cases
+    """(workload, optimizer, threads) to measure: the cross product, except
+    for a default --quick run (no --optimizers / --workloads / --family):
+    the core optimizers on W1-W4 at every thread count and every other
+    optimizer once, on W4 (bf16) at the first thread count."""
+    if args.quick and args.default_plan:
+        cases = [(w, o, t) for w in DEFAULT_WORKLOADS for o in OPTIMIZER_GROUPS["core"] for t in args.threads]
+        cases += [(QUICK_FAMILY_WORKLOAD, o, args.threads[0]) for o in OPTIMIZER_GROUPS["family"]]
+        return cases
+    return [(w, o, t) for w in args.workloads for o in args.optimizers for t in args.threads]
 
 
 def _conv_every(steps: int, quick: bool) -> int:
@@ -1162,7 +1165,7 @@ def run(args: argparse.Namespace, log=sys.stderr) -> dict:
     out = {"environment": env, "calibration": [],
            "args": {k: getattr(args, k) for k in
                     ("workloads", "optimizers", "threads", "contenders", "repeats", "warmup", "quick",
-                     "no_options", "convergence", "no_convergence", "convergence_steps")},
+                     "no_options", "convergence", "no_convergence", "convergence_steps", "default_plan")},
            "results": [], "options": [], "convergence": None}
     t_start = time.perf_counter()
     if not args.convergence:
