@@ -787,8 +787,9 @@ def plot_convergence(conv: dict, path: str) -> str | None:
     except ImportError as e:
         return f"matplotlib not available ({e}): no plot written"
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, m in conv["modes"].items():
-        ax.plot(m["steps"], m["loss"], label=name, marker=".")
+    styles = ("-", "--", ":", "-.")
+    for i, (name, m) in enumerate(conv["modes"].items()):  # curves overlap: vary the line style
+        ax.plot(m["steps"], m["loss"], label=name, marker=".", linestyle=styles[i % len(styles)])
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("training MSE")
