@@ -10,9 +10,11 @@ Never -ffast-math (breaks inf/NaN semantics) and never -march=native: the
 instruction set is chosen at run time from the variants compiled in.
 """
 import os
+import shutil
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 try:
     from Cython.Build import cythonize
@@ -53,4 +55,54 @@ exts = [ext]
 if use_pyx:
     exts = cythonize(exts, language_level=3, compiler_directives={"boundscheck": False, "wraparound": False})
 
-setup(ext_modules=exts)
+
+# ---- CUDA -------------------------------------------------------------------
+# The CUDA sources ship inside the package (fusedoptim/_csrc) so that an
+# installation without a prebuilt CUDA extension can build it on first use
+# (fusedoptim._cuda, torch.utils.cpp_extension.load). Copying them needs
+# neither torch nor nvcc.
+CUDA_SOURCES = ("csrc/cuda", "csrc/fusedoptim")
+
+
+class build_py_with_csrc(build_py):
+    def run(self):
+        super().run()
+        for d in CUDA_SOURCES:
+            if not os.path.isdir(d):
+                continue
+            dst = os.path.join(self.build_lib, "fusedoptim", "_csrc", os.path.basename(d))
+            os.makedirs(dst, exist_ok=True)
+            for name in sorted(os.listdir(d)):
+                if name.endswith((".h", ".cuh", ".cu", ".cpp")):
+                    shutil.copyfile(os.path.join(d, name), os.path.join(dst, name))
+
+
+cmdclass = {"build_py": build_py_with_csrc}
+
+# FUSEDOPTIM_CUDA=1 builds the CUDA extension ahead of time (fusedoptim._cuda_ops).
+# It needs a CUDA build of torch in the build environment and nvcc:
+#   FUSEDOPTIM_CUDA=1 pip install --no-build-isolation .
+# Architectures: FUSEDOPTIM_CUDA_ARCH (default "80;90"; PTX of the last one is
+# embedded too, so newer GPUs JIT it). Without FUSEDOPTIM_CUDA=1 torch is not
+# imported and nvcc is never needed.
+if os.environ.get("FUSEDOPTIM_CUDA") == "1":
+    from torch.utils.cpp_extension import BuildExtension, CUDAExtension
+
+    archs = [a.strip() for a in os.environ.get("FUSEDOPTIM_CUDA_ARCH", "80;90").replace(",", ";").split(";") if a.strip()]
+    gencode = []
+    for a in archs:
+        gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+    gencode += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}"]
+    exts.append(
+        CUDAExtension(
+            "fusedoptim._cuda_ops",
+            sources=["csrc/cuda/binding.cpp", "csrc/cuda/fused_kernels.cu"],
+            include_dirs=[os.path.abspath("csrc"), os.path.abspath("csrc/cuda")],
+            # --fmad=false: FMAs only where the math spec writes them (see fused_kernels.cu)
+            extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "-std=c++17", "--fmad=false", *gencode]},
+        )
+    )
+
+    cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=bool(shutil.which("ninja")))
+
+setup(ext_modules=exts, cmdclass=cmdclass)
