@@ -103,6 +103,23 @@ if os.environ.get("FUSEDOPTIM_CUDA") == "1":
         )
     )
 
-    cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=bool(shutil.which("ninja")))
+    from setuptools.command.build_ext import build_ext as _plain_build_ext
+
+    class build_ext_cuda(BuildExtension):
+        """The C extension with setuptools' own compiler setup (torch's would
+        compile kernels.c as C++), then the CUDA extension with torch's."""
+
+        def build_extensions(self):
+            every = self.extensions
+            cuda = [e for e in every if e.name == "fusedoptim._cuda_ops"]
+            self.extensions = [e for e in every if e not in cuda]
+            _plain_build_ext.build_extensions(self)
+            self.extensions = cuda
+            try:
+                super().build_extensions()
+            finally:
+                self.extensions = every
+
+    cmdclass["build_ext"] = build_ext_cuda.with_options(use_ninja=bool(shutil.which("ninja")))
 
 setup(ext_modules=exts, cmdclass=cmdclass)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch.optim.optimizer import _use_grad_for_differentiable
 
-from . import _C
+from . import _C, _cuda
 from ._validate import check_grad, check_group_devices, check_param_dtype, check_state_dict, is_dense
 
 _NATIVE_DTYPES = (torch.float32, torch.float64)
@@ -173,6 +173,9 @@ class FusedOptimizerMixin:
         2.13's fused (and foreach) CPU kernels mis-update non-contiguous params
         and grads whose strides differ from the param's, so those CPU params
         take its for-loop path whatever the group's flags say."""
+        params = _cuda.step_cuda(self, group, params)  # CUDA params: fusedoptim's CUDA kernels
+        if not params:
+            return
         odd = [
             p for p in params
             if p.device.type == "cpu"

@@ -1,0 +1,445 @@
+"""The CUDA backend: finding or building the extension, and one fused step per
+parameter group for CUDA params.
+
+Backends, tried once per process on the first CUDA step:
+  prebuilt    `fusedoptim._cuda_ops`, built by `FUSEDOPTIM_CUDA=1 pip install
+              --no-build-isolation .` against a CUDA build of torch
+  JIT-cached  built on first use with torch.utils.cpp_extension.load into
+              $FUSEDOPTIM_CUDA_CACHE (default ~/.cache/fusedoptim/cuda/<key>),
+              from the sources shipped in the package; needs nvcc.
+              FUSEDOPTIM_CUDA_JIT=0 disables it.
+  unavailable CUDA params take torch's fused kernels (one warning per process).
+
+The extension registers `torch.ops.fusedoptim.fused_step_` (csrc/cuda/binding.cpp):
+one multi-tensor launch sequence per (group, dtype), with the step counters, a
+tensor lr, grad_scale and found_inf read on the device, so a step never
+synchronizes with the host and can be captured in a CUDA graph.
+
+The host-side decisions (which params are served, how they are grouped, the
+kind/hparams/flags packing) are plain functions tested on CPU
+(tests/test_cuda_host.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from ._validate import is_dense
+from ._version import __version__
+
+# Kinds of the CUDA backend (csrc/cuda/fo_cuda.h FO_CUDA_*)
+KIND_SGD, KIND_ADAM = 0, 1
+# Flags (fusedoptim/optim_math.h)
+WD_NONE, WD_COUPLED, WD_DECOUPLED = 0, 1, 2
+MOM_NONE, MOM_FIRST, MOM_UPDATE = 0, 1, 2
+
+CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+_OP_NAME = "fused_step_"
+_DEVICE_TYPE = "cuda"  # the device the backend serves (tests point it at "cpu" to run the host logic)
+
+_state: dict = {"tried": False, "ok": False, "how": None, "why": None, "path": None, "warned": False}
+
+
+# ---------------------------------------------------------------- discovery --
+
+def sources_dir() -> Path | None:
+    """Directory holding cuda/ and fusedoptim/ sources: the installed package's
+    _csrc (setup.py copies them there), else the source checkout's csrc/."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "_csrc", here.parent.parent / "csrc"):
+        if (cand / "cuda" / "fused_kernels.cu").is_file() and (cand / "fusedoptim" / "optim_math_spec.h").is_file():
+            return cand
+    return None
+
+
+def _source_files(src: Path) -> list[Path]:
+    files = []
+    for sub in ("cuda", "fusedoptim"):
+        files += sorted(p for p in (src / sub).iterdir() if p.suffix in (".h", ".cuh", ".cu", ".cpp"))
+    return files
+
+
+def cache_key(src: Path, extra: str = "") -> str:
+    """Hash of everything that makes a JIT build differ: sources, versions, flags."""
+    h = hashlib.sha256()
+    for f in _source_files(src):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    h.update(f"{__version__}|{torch.__version__}|{torch.version.cuda}|{sys.version_info[:2]}|{extra}".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_dir(key: str) -> Path:
+    root = os.environ.get("FUSEDOPTIM_CUDA_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fusedoptim", "cuda"
+    )
+    return Path(root) / key
+
+
+def find_nvcc() -> str | None:
+    from torch.utils import cpp_extension
+
+    home = getattr(cpp_extension, "CUDA_HOME", None)
+    if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
+        return os.path.join(home, "bin", "nvcc")
+    return shutil.which("nvcc")
+
+
+def _prebuilt_path() -> str | None:
+    try:
+        spec = importlib.util.find_spec("fusedoptim._cuda_ops")
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.origin else None
+
+
+def _registered() -> bool:
+    try:
+        return hasattr(torch.ops.fusedoptim, _OP_NAME)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@contextlib.contextmanager
+def build_lock(path: Path):
+    """An exclusive lock a killed holder cannot leave stuck: fcntl.flock is
+    released by the kernel when its process dies. (Where fcntl is missing the
+    build runs unlocked.)"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def clear_stale_torch_lock(build_dir: Path) -> bool:
+    """torch's cpp_extension.load guards a build with a `lock` file in the build
+    directory; a build killed midway leaves it and every later load waits on it
+    forever (pytorch/pytorch#189245). Every fusedoptim build into `build_dir`
+    holds build_lock first, so while we hold it a `lock` file there has no live
+    owner: remove it. Returns True if one was removed."""
+    stale = build_dir / "lock"
+    if stale.exists():
+        stale.unlink()
+        return True
+    return False
+
+
+def jit_flags() -> tuple[list[str], list[str]]:
+    cflags = ["-O3", "-std=c++17"]
+    cuda = ["-O3", "-std=c++17", "--fmad=false"]
+    return cflags, cuda
+
+
+def _jit_build(src: Path) -> str:
+    from torch.utils import cpp_extension
+
+    cflags, cuda_flags = jit_flags()
+    key = cache_key(src, " ".join(cuda_flags) + "|" + os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
+    build_dir = cache_dir(key)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with build_lock(build_dir.parent / f"{key}.lock"):
+        clear_stale_torch_lock(build_dir)
+        cpp_extension.load(
+            name=f"fusedoptim_cuda_{key}",
+            sources=[str(src / "cuda" / "binding.cpp"), str(src / "cuda" / "fused_kernels.cu")],
+            extra_include_paths=[str(src), str(src / "cuda")],
+            extra_cflags=cflags,
+            extra_cuda_cflags=cuda_flags,
+            build_directory=str(build_dir),
+            is_python_module=False,
+            verbose=os.environ.get("FUSEDOPTIM_CUDA_VERBOSE") == "1",
+        )
+    return str(build_dir)
+
+
+def load() -> bool:
+    """Make `torch.ops.fusedoptim.fused_step_` available (once per process).
+    Never raises: on failure `status()` says why."""
+    if _state["tried"]:
+        return _state["ok"]
+    _state["tried"] = True
+    if torch.version.cuda is None:
+        _state["why"] = "this torch build has no CUDA"
+        return False
+    path = _prebuilt_path()
+    if path is not None:
+        try:
+            torch.ops.load_library(path)
+            if _registered():
+                _state.update(ok=True, how="prebuilt", path=path)
+                return True
+            _state["why"] = f"prebuilt {path} registered no fusedoptim::{_OP_NAME}"
+        except Exception as e:  # noqa: BLE001 - report, then try the JIT build
+            _state["why"] = f"prebuilt {path} failed to load: {e}"
+    if os.environ.get("FUSEDOPTIM_CUDA_JIT", "1") == "0":
+        _state["why"] = (_state["why"] + "; " if _state["why"] else "") + "JIT build disabled (FUSEDOPTIM_CUDA_JIT=0)"
+        return False
+    src = sources_dir()
+    if src is None:
+        _state["why"] = "no prebuilt extension and no CUDA sources in the package to build one"
+        return False
+    if find_nvcc() is None:
+        _state["why"] = "no prebuilt extension, and nvcc was not found (CUDA_HOME or PATH) to build one"
+        return False
+    try:
+        d = _jit_build(src)
+    except Exception as e:  # noqa: BLE001
+        _state["why"] = f"JIT build failed: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
+        return False
+    if not _registered():
+        _state["why"] = f"JIT build in {d} registered no fusedoptim::{_OP_NAME}"
+        return False
+    _state.update(ok=True, how="JIT-cached", path=d, why=None)
+    return True
+
+
+def status() -> str:
+    """One line for show_config; does not build anything."""
+    if _state["tried"]:
+        if _state["ok"]:
+            return f"fusedoptim fused CUDA kernels ({_state['how']}: {_state['path']})"
+        return f"unavailable ({_state['why']}); CUDA params use torch's fused kernels"
+    if torch.version.cuda is None:
+        return "unavailable (this torch build has no CUDA)"
+    path = _prebuilt_path()
+    if path is not None:
+        return f"fusedoptim fused CUDA kernels (prebuilt: {path}; loaded on first CUDA step)"
+    if os.environ.get("FUSEDOPTIM_CUDA_JIT", "1") == "0":
+        return "unavailable (no prebuilt extension; FUSEDOPTIM_CUDA_JIT=0); CUDA params use torch's fused kernels"
+    src = sources_dir()
+    if src is None:
+        return "unavailable (no prebuilt extension, no sources to build one); CUDA params use torch's fused kernels"
+    if find_nvcc() is None:
+        return "unavailable (no prebuilt extension, no nvcc to build one); CUDA params use torch's fused kernels"
+    d = cache_dir(cache_key(src, " ".join(jit_flags()[1]) + "|" + os.environ.get("TORCH_CUDA_ARCH_LIST", "")))
+    built = d.is_dir() and any(d.glob("*.so"))
+    return f"fusedoptim fused CUDA kernels (JIT-cached in {d}: {'built' if built else 'built on first CUDA step'})"
+
+
+# ---------------------------------------------------------- host-side logic --
+
+def cuda_kind(opt) -> int | None:
+    """The CUDA kind serving this optimizer, or None."""
+    if isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
+        return KIND_ADAM
+    if isinstance(opt, torch.optim.SGD):
+        return KIND_SGD
+    return None
+
+
+def why_not_served(p: torch.Tensor, device_type: str = "cuda") -> str | None:
+    """None if the CUDA kernels update p (with its grad) in place, else the reason."""
+    g = p.grad
+    if type(p) not in _TENSOR_TYPES:
+        return f"tensor subclass {type(p).__name__}"
+    if p.device.type != device_type:
+        return f"device {p.device.type}"
+    if p.dtype not in CUDA_DTYPES:
+        return f"dtype {p.dtype}"
+    if p.layout != torch.strided or not is_dense(p):
+        return "param not dense"
+    if g is None:
+        return "no grad"
+    if g.is_sparse or g.layout != torch.strided:
+        return "sparse grad"
+    if g.dtype != p.dtype or g.device != p.device or g.shape != p.shape:
+        return "grad does not match its param"
+    if p.numel() > 1 and g.stride() != p.stride():
+        return "grad strides differ from the param's"
+    return None
+
+
+def split_params(params, device_type: str = "cuda"):
+    """-> (buckets, rest): buckets maps (device, dtype) to the served params in
+    their group order; rest are the params torch must update."""
+    buckets: dict = {}
+    rest = []
+    for p in params:
+        if why_not_served(p, device_type) is None:
+            buckets.setdefault((p.device, p.dtype), []).append(p)
+        else:
+            rest.append(p)
+    return buckets, rest
+
+
+def _scalar(x) -> float:
+    return float(x)
+
+
+def pack_hparams(kind: int, group: dict, *, decoupled: bool = False, first: bool = False):
+    """-> (nlists, uses_step, hparams, flags, lr) for fusedoptim::fused_step_.
+    lr is a tensor (read on the device if it is a CUDA tensor) or None, in which
+    case hparams[0] holds it."""
+    lr = group["lr"]
+    lr_t = lr if torch.is_tensor(lr) else None
+    lr_v = 0.0 if lr_t is not None else float(lr)
+    wd = float(group.get("weight_decay", 0.0))
+    maximize = int(bool(group.get("maximize", False)))
+    if kind == KIND_SGD:
+        mom = float(group.get("momentum", 0.0))
+        mode = MOM_NONE if mom == 0.0 else (MOM_FIRST if first else MOM_UPDATE)
+        h = [lr_v, 0.0, 0.0, 0.0, wd, mom, float(group.get("dampening", 0.0))]
+        f = [WD_COUPLED if wd != 0.0 else WD_NONE, 0, int(bool(group.get("nesterov", False)) and mom != 0.0),
+             maximize, mode]
+        return (3 if mom != 0.0 else 2), False, h, f, lr_t
+    if kind == KIND_ADAM:
+        beta1, beta2 = group["betas"]
+        ams = bool(group.get("amsgrad", False))
+        dec = decoupled or bool(group.get("decoupled_weight_decay", False))
+        wd_mode = WD_NONE if wd == 0.0 else (WD_DECOUPLED if dec else WD_COUPLED)
+        h = [lr_v, _scalar(beta1), _scalar(beta2), float(group["eps"]), wd, 0.0, 0.0]
+        f = [wd_mode, int(ams), 0, maximize, MOM_NONE]
+        return (5 if ams else 4), True, h, f, lr_t
+    raise ValueError(f"fusedoptim: no CUDA kind {kind}")
+
+
+def _match(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """State with exactly p's dtype, device and strides (a copy only if it differs)."""
+    if t.dtype == p.dtype and t.device == p.device and (p.numel() <= 1 or t.stride() == p.stride()):
+        return t
+    return torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
+
+
+def device_step(state: dict, p: torch.Tensor) -> torch.Tensor:
+    """state['step'] as a 0-dim float32 tensor on p's device (torch's fused
+    CUDA layout); created at 0, converted (without a host sync for a CPU or
+    on-device value) otherwise."""
+    s = state.get("step")
+    if s is None:
+        s = torch.zeros((), dtype=torch.float32, device=p.device)
+    elif not torch.is_tensor(s):
+        s = torch.tensor(float(s), dtype=torch.float32, device=p.device)
+    elif s.device != p.device or s.dtype != torch.float32 or s.dim() != 0:
+        s = s.detach().reshape(()).to(device=p.device, dtype=torch.float32, copy=True)
+    state["step"] = s
+    return s
+
+
+def _state_lists(kind: int, opt, group: dict, params):
+    """Per-param state (created lazily as torch does) -> (state lists, steps, first)."""
+    st = opt.state
+    if kind == KIND_SGD:
+        if float(group.get("momentum", 0.0)) == 0.0:
+            return [], [], False
+        # the caller splits params by whether their buffer exists (sgd_first_split)
+        first = st[params[0]].get("momentum_buffer") is None
+        bufs = []
+        for p in params:
+            s = st[p]
+            b = s.get("momentum_buffer")
+            b = torch.empty_like(p, memory_format=torch.preserve_format) if b is None else _match(p, b)
+            s["momentum_buffer"] = b
+            bufs.append(b)
+        return [bufs], [], first
+    m, v, vmax, steps = [], [], [], []
+    ams = bool(group.get("amsgrad", False))
+    for p in params:
+        s = st[p]
+        if "exp_avg" not in s:
+            s["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        steps.append(device_step(s, p))
+        s["exp_avg"] = _match(p, s["exp_avg"])
+        s["exp_avg_sq"] = _match(p, s["exp_avg_sq"])
+        m.append(s["exp_avg"])
+        v.append(s["exp_avg_sq"])
+        if ams:
+            if "max_exp_avg_sq" not in s:
+                s["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            s["max_exp_avg_sq"] = _match(p, s["max_exp_avg_sq"])
+            vmax.append(s["max_exp_avg_sq"])
+    return ([m, v, vmax] if ams else [m, v]), steps, False
+
+
+def sgd_first_split(opt, params):
+    """SGD's first step writes buffer := grad (momentum_mode FIRST): params
+    whose buffer exists and those whose buffer is created now go separately."""
+    new = [p for p in params if opt.state[p].get("momentum_buffer") is None]
+    old = [p for p in params if opt.state[p].get("momentum_buffer") is not None]
+    return [x for x in (old, new) if x]
+
+
+def _amp_tensor(opt, name: str, device):
+    t = getattr(opt, name, None)
+    if t is None:
+        return None
+    if t.device != device:
+        t = t.to(device, non_blocking=True)
+    return t
+
+
+def _warn_unavailable() -> None:
+    if not _state["warned"]:
+        _state["warned"] = True
+        warnings.warn(
+            f"fusedoptim: CUDA kernels unavailable ({_state['why']}); CUDA params use torch's fused kernels. "
+            "fusedoptim.show_config() shows the CUDA backend.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def _torch_fused(opt, group: dict, params) -> None:
+    """torch's fused CUDA step for params the extension cannot serve, when the
+    user left foreach/fused unset (their explicit choice is honoured otherwise)."""
+    sub = dict(group, fused=True, foreach=False)
+    if cuda_kind(opt) == KIND_ADAM:
+        for p in params:  # torch's fused kernels want float32 steps on the device
+            if "step" in opt.state[p]:
+                device_step(opt.state[p], p)
+    opt._fo_torch_step(sub, params)
+
+
+def step_cuda(opt, group: dict, params: list) -> list:
+    """Update the CUDA params of `group` (all with grads) in place with the
+    fused kernels; return the params left for torch's implementation."""
+    kind = cuda_kind(opt)
+    if kind is None or group.get("differentiable", False) or not any(p.device.type == _DEVICE_TYPE for p in params):
+        return params
+    buckets, rest = split_params(params, _DEVICE_TYPE)
+    if not buckets:
+        return params
+    if not load():
+        _warn_unavailable()
+        if group.get("fused") is None and group.get("foreach") is None:
+            served = [p for ps in buckets.values() for p in ps]
+            _torch_fused(opt, group, served)
+            return rest
+        return params
+    op = getattr(torch.ops.fusedoptim, _OP_NAME)
+    decoupled = isinstance(opt, torch.optim.AdamW)
+    for (device, _dtype), ps in buckets.items():
+        grad_scale = _amp_tensor(opt, "grad_scale", device)
+        found_inf = _amp_tensor(opt, "found_inf", device)
+        parts = sgd_first_split(opt, ps) if kind == KIND_SGD and float(group.get("momentum", 0.0)) != 0.0 else [ps]
+        for part in parts:
+            lists, steps, first = _state_lists(kind, opt, group, part)
+            nlists, _uses_step, h, f, lr = pack_hparams(kind, group, decoupled=decoupled, first=first)
+            grads = [p.grad for p in part]
+            flat = [*part, *grads]
+            for lst in lists:
+                flat += lst
+            if lr is not None and lr.device.type == "cuda" and lr.device != device:
+                lr = lr.to(device, non_blocking=True)
+            op(kind, nlists, flat, steps, h, f, lr, grad_scale, found_inf)
+            torch._C._increment_version(part)
+            if grad_scale is not None:
+                torch._C._increment_version(grads)
+    return rest
