@@ -85,7 +85,26 @@ cmdclass = {"build_py": build_py_with_csrc}
 # Architectures: FUSEDOPTIM_CUDA_ARCH (default "80;90"; PTX of the last one is
 # embedded too, so newer GPUs JIT it). Without FUSEDOPTIM_CUDA=1 torch is not
 # imported and nvcc is never needed.
+def cuda_home():
+    """CUDA_HOME / CUDA_PATH if set, else the toolkit holding the nvcc on PATH
+    (following wrapper scripts' targets is not possible, so check for the
+    headers), else /usr/local/cuda. torch guesses dirname(dirname(nvcc)), which
+    is wrong for a /usr/local/bin/nvcc wrapper."""
+    for k in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(k):
+            return os.environ[k]
+    nvcc = shutil.which("nvcc")
+    cands = [os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))] if nvcc else []
+    cands.append("/usr/local/cuda")
+    for c in cands:
+        if os.path.exists(os.path.join(c, "include", "cuda_runtime_api.h")):
+            return c
+    return None
+
+
 if os.environ.get("FUSEDOPTIM_CUDA") == "1":
+    if cuda_home():
+        os.environ["CUDA_HOME"] = cuda_home()  # read by torch.utils.cpp_extension at import
     from torch.utils.cpp_extension import BuildExtension, CUDAExtension
 
     archs = [a.strip() for a in os.environ.get("FUSEDOPTIM_CUDA_ARCH", "80;90").replace(",", ";").split(";") if a.strip()]
@@ -99,7 +118,8 @@ if os.environ.get("FUSEDOPTIM_CUDA") == "1":
             sources=["csrc/cuda/binding.cpp", "csrc/cuda/fused_kernels.cu"],
             include_dirs=[os.path.abspath("csrc"), os.path.abspath("csrc/cuda")],
             # --fmad=false: FMAs only where the math spec writes them (see fused_kernels.cu)
-            extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "-std=c++17", "--fmad=false", *gencode]},
+            # the C++ standard is torch's choice (C++20 for torch >= 2.14)
+            extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3", "--fmad=false", *gencode]},
         )
     )
 

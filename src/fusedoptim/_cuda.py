@@ -85,13 +85,27 @@ def cache_dir(key: str) -> Path:
     return Path(root) / key
 
 
-def find_nvcc() -> str | None:
-    from torch.utils import cpp_extension
+def cuda_home() -> str | None:
+    """CUDA_HOME / CUDA_PATH if set, else the toolkit of the nvcc on PATH when
+    its headers are there, else /usr/local/cuda. (torch guesses
+    dirname(dirname(nvcc)), wrong for a /usr/local/bin/nvcc wrapper script.)"""
+    for k in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(k):
+            return os.environ[k]
+    nvcc = shutil.which("nvcc")
+    cands = [os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))] if nvcc else []
+    cands.append("/usr/local/cuda")
+    for c in cands:
+        if os.path.exists(os.path.join(c, "include", "cuda_runtime_api.h")):
+            return c
+    return None
 
-    home = getattr(cpp_extension, "CUDA_HOME", None)
+
+def find_nvcc() -> str | None:
+    home = cuda_home()
     if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
         return os.path.join(home, "bin", "nvcc")
-    return shutil.which("nvcc")
+    return None
 
 
 def _prebuilt_path() -> str | None:
@@ -142,14 +156,17 @@ def clear_stale_torch_lock(build_dir: Path) -> bool:
 
 
 def jit_flags() -> tuple[list[str], list[str]]:
-    cflags = ["-O3", "-std=c++17"]
-    cuda = ["-O3", "-std=c++17", "--fmad=false"]
+    cflags = ["-O3"]  # the C++ standard is torch's choice (C++20 for torch >= 2.14)
+    cuda = ["-O3", "--fmad=false"]
     return cflags, cuda
 
 
 def _jit_build(src: Path) -> str:
+    home = cuda_home()
+    os.environ["CUDA_HOME"] = home
     from torch.utils import cpp_extension
 
+    cpp_extension.CUDA_HOME = home  # computed at its import, possibly from a wrapper's location
     cflags, cuda_flags = jit_flags()
     key = cache_key(src, " ".join(cuda_flags) + "|" + os.environ.get("TORCH_CUDA_ARCH_LIST", ""))
     build_dir = cache_dir(key)
@@ -196,7 +213,7 @@ def load() -> bool:
         _state["why"] = "no prebuilt extension and no CUDA sources in the package to build one"
         return False
     if find_nvcc() is None:
-        _state["why"] = "no prebuilt extension, and nvcc was not found (CUDA_HOME or PATH) to build one"
+        _state["why"] = "no prebuilt extension, and no CUDA toolkit (CUDA_HOME, nvcc on PATH, /usr/local/cuda) to build one"
         return False
     try:
         d = _jit_build(src)
