@@ -14,7 +14,7 @@
 // not a new schema. Registration needs no GPU (loading the library on a
 // CPU-only machine with a CUDA build of torch registers the ops).
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -151,7 +151,7 @@ void fused_step(int64_t kind, int64_t nlists, at::TensorList tensors, at::Tensor
     a.found_inf = scalar_f32(found_inf, "found_inf", dev);
 
     c10::cuda::CUDAGuard guard(dev);
-    cudaStream_t stream = at::cuda::getCurrentCUDAStream(dev.index()).stream();
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream(dev.index()).stream();
     char err[256] = {0};
     const int rc = fo_cuda_step(&a, static_cast<int32_t>(n), ptrs.data(), static_cast<int32_t>(nlists),
                                 uses_step ? stp.data() : nullptr, numel.data(), stream, err, sizeof(err));
