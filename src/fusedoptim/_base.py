@@ -159,11 +159,10 @@ class FusedOptimizerMixin:
             for k in [k for k in plans if k not in live]:
                 del plans[k]
         for group, plan, fallback in todo:
-            if plan is not None:
+            if plan is not None and plan.n:  # (a CUDA-only group reads no host scalars: no sync)
                 self._fo_refresh(plan, group)
-                if plan.n:
-                    plan.run()
-                    torch._C._increment_version(plan.params)
+                plan.run()
+                torch._C._increment_version(plan.params)
             if fallback:
                 self._fo_torch_fallback(group, fallback)
         return loss
