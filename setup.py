@@ -49,6 +49,7 @@ ext = Extension(
         "csrc/cpu/kernels.h",
         "csrc/cpu/isa_section.h",
         "csrc/cpu/loops_spec.h",
+        "csrc/cpu/convert.h",
     ],
 )
 exts = [ext]
