@@ -6,9 +6,10 @@
 //   fusedoptim::cuda_table_info(int kind, float[] hparams, int[] flags) -> int[]
 //
 // `tensors` is list-major (nlists * n): tensors[k*n + i] is list k of tensor i
-// (0 param, 1 grad, 2.. the kind's state). hparams: lr, beta1, beta2, eps,
-// weight_decay, momentum, dampening, extra[6]; flags: wd_mode, amsgrad,
-// nesterov, maximize, momentum_mode, iextra[4] (missing trailing entries are 0).
+// (0 param, 1 grad, 2.. the kind's state, fo_cuda.h). hparams: lr, beta1,
+// beta2, eps, weight_decay, momentum, dampening, alpha, lr_decay,
+// momentum_decay, l1; flags: wd_mode, amsgrad, nesterov, maximize,
+// momentum_mode, centered, bias_correction (missing trailing entries are 0).
 //
 // One op for every optimizer: a new kind needs a functor in fused_kernels.cu,
 // not a new schema. Registration needs no GPU (loading the library on a
@@ -25,8 +26,8 @@
 
 namespace {
 
-constexpr int kNumH = 13;
-constexpr int kNumF = 9;
+constexpr int kNumH = 11;
+constexpr int kNumF = 7;
 
 fo_cuda_args make_args(int64_t kind, at::ArrayRef<double> h, at::IntArrayRef f)
 {
@@ -47,13 +48,17 @@ fo_cuda_args make_args(int64_t kind, at::ArrayRef<double> h, at::IntArrayRef f)
     a.weight_decay = hv[4];
     a.momentum = hv[5];
     a.dampening = hv[6];
-    for (int i = 0; i < 6; i++) a.extra[i] = hv[7 + i];
+    a.alpha = hv[7];
+    a.lr_decay = hv[8];
+    a.momentum_decay = hv[9];
+    a.l1 = hv[10];
     a.wd_mode = static_cast<int32_t>(fv[0]);
     a.amsgrad = static_cast<int32_t>(fv[1]);
     a.nesterov = static_cast<int32_t>(fv[2]);
     a.maximize = static_cast<int32_t>(fv[3]);
     a.momentum_mode = static_cast<int32_t>(fv[4]);
-    for (int i = 0; i < 4; i++) a.iextra[i] = static_cast<int32_t>(fv[5 + i]);
+    a.centered = static_cast<int32_t>(fv[5]);
+    a.bias_correction = static_cast<int32_t>(fv[6]);
     return a;
 }
 
@@ -85,7 +90,7 @@ void fused_step(int64_t kind, int64_t nlists, at::TensorList tensors, at::Tensor
 {
     fo_cuda_args a = make_args(kind, hparams, flags);
     const int want = fo_cuda_nlists(&a);
-    TORCH_CHECK(want >= 0, "fusedoptim::fused_step_: unknown optimizer kind ", kind);
+    TORCH_CHECK(want >= 0, "fusedoptim::fused_step_: optimizer kind ", kind, " is not served on CUDA");
     TORCH_CHECK(nlists == want, "fusedoptim::fused_step_: kind ", kind, " with these flags takes ", want,
                 " tensor lists, got ", nlists);
     TORCH_CHECK(tensors.size() % nlists == 0, "fusedoptim::fused_step_: ", tensors.size(),
@@ -161,7 +166,8 @@ void fused_step(int64_t kind, int64_t nlists, at::TensorList tensors, at::Tensor
 std::vector<int64_t> table_info(int64_t kind, at::ArrayRef<double> hparams, at::IntArrayRef flags)
 {
     fo_cuda_args a = make_args(kind, hparams, flags);
-    TORCH_CHECK(fo_cuda_nlists(&a) >= 0, "fusedoptim::cuda_table_info: unknown optimizer kind ", kind);
+    TORCH_CHECK(fo_cuda_nlists(&a) >= 0, "fusedoptim::cuda_table_info: optimizer kind ", kind,
+                " is not served on CUDA");
     return {fo_cuda_nlists(&a), fo_cuda_uses_step(&a), fo_cuda_max_tensors(&a), fo_cuda_chunk_size()};
 }
 

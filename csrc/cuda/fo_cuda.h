@@ -18,13 +18,24 @@
 extern "C" {
 #endif
 
-/* Optimizer kinds served on CUDA. The value is also the `kind` argument of the
- * torch op fusedoptim::fused_step_. */
+/* Optimizer kinds: the CPU backend's FO_KIND_* numbers (csrc/cpu/kernels.h).
+ * The value is also the `kind` argument of the torch op fusedoptim::fused_step_.
+ * Tensor lists per kind (0 param, 1 grad, then state; "step": per-tensor float32
+ * step counters, advanced in place):
+ *   SGD       [momentum_buffer if momentum != 0]
+ *   ADAM      exp_avg, exp_avg_sq [, max_exp_avg_sq if amsgrad]; step
+ *   ADAGRAD   sum; step
+ *   RMSPROP   square_avg [, grad_avg if centered] [, momentum_buffer if momentum > 0]; step
+ *   ADAMAX    exp_avg, exp_inf; step
+ *   RADAM     exp_avg, exp_avg_sq; step
+ *   ADADELTA  square_avg, acc_delta; step
+ *   LION      exp_avg
+ * NADAM (per-param mu_product) and LAMB (per-tensor norms between two passes)
+ * are not served on CUDA yet: fo_cuda_nlists returns -1 for them. */
 enum {
-    FO_CUDA_SGD = 0,       /* lists: param, grad [, momentum_buffer]           */
-    FO_CUDA_ADAM = 1,      /* lists: param, grad, exp_avg, exp_avg_sq
-                              [, max_exp_avg_sq]; plus step counters          */
-    FO_CUDA_NKINDS = 2
+    FO_CUDA_SGD = 0, FO_CUDA_ADAM = 1, FO_CUDA_ADAGRAD = 2, FO_CUDA_RMSPROP = 3,
+    FO_CUDA_ADAMAX = 4, FO_CUDA_NADAM = 5, FO_CUDA_RADAM = 6, FO_CUDA_ADADELTA = 7,
+    FO_CUDA_LION = 8, FO_CUDA_LAMB = 9
 };
 
 /* Storage dtypes (same codes as the CPU backend's FO_DT_*). fp32 math for
@@ -38,21 +49,20 @@ enum {
     FO_CUDA_ELAUNCH = 2    /* the CUDA runtime reported an error                */
 };
 
-/* Hyper-parameters of one step. Names cover the torch.optim family; a kind
- * reads only the fields its functor documents (fused_kernels.cu). */
+/* Hyper-parameters of one step: the CPU backend's fo_hparams fields, plus the
+ * device-resident scalars. */
 typedef struct {
     int32_t kind;          /* FO_CUDA_*                                         */
     int32_t dtype;         /* FO_CUDA_F32 ...                                   */
     int32_t wd_mode;       /* FO_WD_* (fusedoptim/optim_math.h)                 */
-    int32_t amsgrad;
-    int32_t nesterov;
-    int32_t maximize;
-    int32_t momentum_mode; /* SGD: FO_MOM_NONE / FO_MOM_FIRST / FO_MOM_UPDATE   */
+    int32_t amsgrad, nesterov, maximize, centered, bias_correction;
+    int32_t momentum_mode; /* SGD: FO_MOM_FIRST on the step creating buffers    */
     int32_t lr_dtype;      /* lr_ptr's dtype: FO_CUDA_F32 or FO_CUDA_F64        */
     double lr;             /* used when lr_ptr is NULL                          */
     double beta1, beta2, eps, weight_decay, momentum, dampening;
-    double extra[6];       /* further kinds' hyper-parameters                   */
-    int32_t iextra[4];
+    double alpha;          /* RMSprop alpha, Adadelta rho                       */
+    double lr_decay, momentum_decay;
+    double l1;             /* L1 weight decay (proximal), 0 = off               */
     const void *lr_ptr;    /* device scalar learning rate, or NULL              */
     const float *grad_scale; /* device scalar: grads are divided by it (and the
                                 unscaled grads written back), or NULL           */
