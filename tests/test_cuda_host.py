@@ -172,37 +172,47 @@ def test_split_params_leaves_the_rest_to_torch(case):
 # ------------------------------------------------------------ hparam packing --
 
 def test_pack_sgd():
-    g = {"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "weight_decay": 0.01, "nesterov": True, "maximize": True}
-    nl, uses_step, h, f, lr = _cuda.pack_hparams(_cuda.KIND_SGD, g, first=True)
-    assert (nl, uses_step, lr) == (3, False, None)
-    assert h == [0.1, 0.0, 0.0, 0.0, 0.01, 0.9, 0.1]
-    assert f == [_cuda.WD_COUPLED, 0, 1, 1, _cuda.MOM_FIRST]
-    assert _cuda.pack_hparams(_cuda.KIND_SGD, g)[3][4] == _cuda.MOM_UPDATE
-    g.update(momentum=0.0, weight_decay=0.0)
-    nl, _, h, f, _ = _cuda.pack_hparams(_cuda.KIND_SGD, g)
-    assert nl == 2 and f == [_cuda.WD_NONE, 0, 0, 1, _cuda.MOM_NONE]  # nesterov needs momentum
+    opt = fusedoptim.SGD([_p(2)], lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01, nesterov=False,
+                         maximize=True, l1_weight_decay=0.001)
+    g = opt.param_groups[0]
+    h, f = _cuda.pack_hparams(opt._fo_hparams(g), l1=g["l1_weight_decay"], first=True)
+    assert h == [0.1, 0.0, 0.0, 0.0, 0.01, 0.9, 0.1, 0.0, 0.0, 0.0, 0.001, 1.0]
+    assert f == [_cuda.WD_COUPLED, 0, 0, 1, _cuda.MOM_FIRST, 0, 0]
+    assert _cuda.pack_hparams(opt._fo_hparams(g))[1][4] == _cuda.MOM_UPDATE
+    opt = fusedoptim.SGD([_p(2)], lr=0.1, nesterov=False)
+    h, f = _cuda.pack_hparams(opt._fo_hparams(opt.param_groups[0]), grad_mul=0.1)
+    assert f == [_cuda.WD_NONE, 0, 0, 0, _cuda.MOM_NONE, 0, 0]
+    assert h[11] == torch.tensor(0.1, dtype=torch.float32).item() != 0.1  # clip coef rounded to float
 
 
-def test_pack_adam_modes():
-    base = {"lr": torch.tensor(1e-3), "betas": (0.9, torch.tensor(0.99)), "eps": 1e-8, "amsgrad": True,
-            "maximize": False, "weight_decay": 0.1}
-    nl, uses_step, h, f, lr = _cuda.pack_hparams(_cuda.KIND_ADAM, dict(base))
-    assert (nl, uses_step) == (5, True) and lr is base["lr"] and h[0] == 0.0
-    assert h[1:5] == [0.9, pytest.approx(0.99), 1e-8, 0.1] and f[:2] == [_cuda.WD_COUPLED, 1]
-    assert _cuda.pack_hparams(_cuda.KIND_ADAM, dict(base), decoupled=True)[3][0] == _cuda.WD_DECOUPLED
-    assert _cuda.pack_hparams(_cuda.KIND_ADAM, dict(base, decoupled_weight_decay=True))[3][0] == _cuda.WD_DECOUPLED
-    assert _cuda.pack_hparams(_cuda.KIND_ADAM, dict(base, weight_decay=0.0), decoupled=True)[3][0] == _cuda.WD_NONE
-    assert _cuda.pack_hparams(_cuda.KIND_ADAM, dict(base, amsgrad=False, lr=0.5))[:3:2] == (4, [0.5, 0.9, pytest.approx(0.99), 1e-8, 0.1, 0.0, 0.0])
-    with pytest.raises(ValueError, match="no CUDA kind 7"):
-        _cuda.pack_hparams(7, dict(base))
+def test_pack_adam_family():
+    def flags(cls, **kw):
+        o = cls([_p(2)], **kw)
+        return _cuda.pack_hparams(o._fo_hparams(o.param_groups[0]))
+    h, f = flags(fusedoptim.Adam, lr=1e-3, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, amsgrad=True)
+    assert h[:5] == [1e-3, 0.8, 0.95, 1e-6, 0.1] and f[:2] == [_cuda.WD_COUPLED, 1]
+    assert flags(fusedoptim.AdamW, weight_decay=0.1)[1][0] == _cuda.WD_DECOUPLED
+    assert flags(fusedoptim.Adam, weight_decay=0.1, decoupled_weight_decay=True)[1][0] == _cuda.WD_DECOUPLED
+    assert flags(fusedoptim.AdamW, weight_decay=0.0)[1][0] == _cuda.WD_NONE
+    h, f = flags(fusedoptim.RMSprop, lr=0.01, alpha=0.9, momentum=0.5, centered=True)
+    assert h[5] == 0.5 and h[7] == 0.9 and f[5] == 1
+    assert flags(fusedoptim.Adagrad, lr_decay=0.01)[0][8] == 0.01
+    assert flags(fusedoptim.Adadelta, rho=0.8)[0][7] == 0.8
 
 
 def test_cuda_kind_of_each_optimizer():
     p = [_p(2)]
-    assert _cuda.cuda_kind(fusedoptim.SGD(p, lr=0.1)) == _cuda.KIND_SGD
-    assert _cuda.cuda_kind(fusedoptim.Adam(p)) == _cuda.KIND_ADAM
-    assert _cuda.cuda_kind(fusedoptim.AdamW(p)) == _cuda.KIND_ADAM
-    assert _cuda.cuda_kind(torch.optim.RMSprop(p)) is None
+    kinds = [
+        (fusedoptim.SGD(p, lr=0.1), _cuda.KIND_SGD), (fusedoptim.Adam(p), _cuda.KIND_ADAM),
+        (fusedoptim.AdamW(p), _cuda.KIND_ADAM), (fusedoptim.Adagrad(p), _cuda.KIND_ADAGRAD),
+        (fusedoptim.RMSprop(p), _cuda.KIND_RMSPROP), (fusedoptim.Adamax(p), _cuda.KIND_ADAMAX),
+        (fusedoptim.RAdam(p), _cuda.KIND_RADAM), (fusedoptim.Adadelta(p), _cuda.KIND_ADADELTA),
+        (fusedoptim.Lion(p), _cuda.KIND_LION),
+        (fusedoptim.NAdam(p), None), (fusedoptim.LAMB(p), None),  # torch's path on CUDA (for now)
+        (torch.optim.Adam(p), None),
+    ]
+    for opt, kind in kinds:
+        assert _cuda.cuda_kind(opt) == kind, type(opt).__name__
 
 
 # ------------------------------------------------------------- state layout --
@@ -227,16 +237,37 @@ def test_sgd_first_split():
     assert _cuda.sgd_first_split(opt, [b]) == [[b]]
 
 
-def test_state_lists_create_torch_state():
+@pytest.mark.parametrize("name,kw,keys,nlists", [
+    ("AdamW", dict(amsgrad=True), ["step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"], 3),
+    ("Adagrad", dict(initial_accumulator_value=0.5), ["step", "sum"], 1),
+    ("RMSprop", dict(centered=True, momentum=0.9), ["step", "square_avg", "momentum_buffer", "grad_avg"], 3),
+    ("Adadelta", dict(), ["step", "square_avg", "acc_delta"], 2),
+    ("Lion", dict(), ["exp_avg"], 1),
+    ("SGD", dict(lr=0.1, momentum=0.9), ["momentum_buffer"], 1),
+])
+def test_state_lists_create_torch_state(name, kw, keys, nlists):
     a, b = _p(3, dtype=torch.bfloat16), _p(2, 2, dtype=torch.bfloat16)
-    opt = fusedoptim.AdamW([a, b], amsgrad=True)
-    lists, steps, first = _cuda._state_lists(_cuda.KIND_ADAM, opt, opt.param_groups[0], [a, b])
-    assert len(lists) == 3 and len(steps) == 2 and not first
+    opt = getattr(fusedoptim, name)([a, b], **kw)
+    group = opt.param_groups[0]
+    lists, steps = _cuda.state_lists(opt, group, [a, b])
+    assert len(lists) == nlists and len(steps) == (2 if "step" in keys else 0)
     for p in (a, b):
         st = opt.state[p]
-        assert set(st) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
-        assert st["exp_avg"].dtype == torch.bfloat16 and st["exp_avg"].shape == p.shape
-    assert lists[0][1] is opt.state[b]["exp_avg"] and steps[1] is opt.state[b]["step"]
+        assert list(st) == keys  # torch's key order (state_dict layout)
+        for k, v in st.items():
+            if k != "step":
+                assert v.dtype == torch.bfloat16 and v.shape == p.shape
+    slots = [k for k in opt._fo_slots(group) if k is not None]
+    assert [lst[1] for lst in lists] == [opt.state[b][k] for k in slots]
+    if name == "Adagrad":
+        assert torch.equal(opt.state[a]["sum"], torch.full_like(a, 0.5))
+    ref = getattr(torch.optim, name, None)
+    if ref is not None:  # torch's own state for the same options has the same keys, same order
+        r = torch.nn.Parameter(a.detach().clone())
+        r.grad = torch.ones_like(r)
+        ropt = ref([r], **kw)
+        ropt.step()
+        assert list(ropt.state[r]) == keys
 
 
 # --------------------------------------------------------------- build lock --
@@ -338,52 +369,52 @@ def test_show_config_has_the_cuda_line(capsys):
     assert len(line) == 1 and _cuda.status().split(" (")[0] in line[0]
 
 
-def test_unavailable_backend_falls_back_to_torch_fused_with_one_warning(fresh_state, monkeypatch):
-    """The fallback path, run on CPU tensors standing in for CUDA ones: the
-    params take torch's fused kernels and one warning is issued per process."""
+def test_unavailable_backend_returns_params_with_fused_and_one_warning(fresh_state, monkeypatch):
+    """Host logic of the fallback, on CPU tensors standing in for CUDA ones:
+    every param goes back to torch's path, with fused=True when the user chose
+    neither foreach nor fused, and one warning per process."""
     monkeypatch.setattr(torch.version, "cuda", None)
     monkeypatch.setattr(_cuda, "_DEVICE_TYPE", "cpu")
-    torch.manual_seed(0)
     ps = [_p(5, 3), _p(4)]
-    ref = [torch.nn.Parameter(p.detach().clone()) for p in ps]
-    opt = fusedoptim.AdamW(ps, lr=0.01, weight_decay=0.1)
-    ropt = torch.optim.AdamW(ref, lr=0.01, weight_decay=0.1, fused=True)
+    opt = fusedoptim.AdamW(ps, lr=0.01)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         for _ in range(3):
-            for p, r in zip(ps, ref):
-                g = torch.randn_like(p)
-                p.grad, r.grad = g, g.clone()
-            left = _cuda.step_cuda(opt, opt.param_groups[0], ps)
-            ropt.step()
-            assert left == []
+            left, group = _cuda.step_cuda(opt, opt.param_groups[0], ps)
+            assert left == ps and group["fused"] is True and group["foreach"] is False
+            assert opt.param_groups[0]["fused"] is None  # the optimizer's own group is untouched
     msgs = [str(w.message) for w in rec if "CUDA kernels unavailable" in str(w.message)]
     assert len(msgs) == 1 and "this torch build has no CUDA" in msgs[0]
-    for p, r in zip(ps, ref):
-        assert torch.equal(p, r)
+    assert all(len(s) == 0 for s in opt.state.values())  # nothing created
 
 
-def test_explicit_foreach_is_honoured_when_unavailable(fresh_state, monkeypatch):
+@pytest.mark.parametrize("name,kw", [("Adam", dict(foreach=True)), ("Adagrad", dict())])
+def test_unavailable_backend_keeps_the_group_otherwise(fresh_state, monkeypatch, name, kw):
     monkeypatch.setattr(torch.version, "cuda", None)
     monkeypatch.setattr(_cuda, "_DEVICE_TYPE", "cpu")
     ps = [_p(3)]
-    opt = fusedoptim.Adam(ps, foreach=True)
+    opt = getattr(fusedoptim, name)(ps, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert _cuda.step_cuda(opt, opt.param_groups[0], ps) == ps  # left to torch with the group's flags
+        left, group = _cuda.step_cuda(opt, opt.param_groups[0], ps)
+    assert left == ps and group is opt.param_groups[0]  # explicit foreach / no torch fused CUDA kernel
 
 
-def test_differentiable_groups_are_left_to_torch():
+@pytest.mark.parametrize("extra", [dict(differentiable=True), dict(master_weights=True),
+                                   dict(stochastic_rounding=True)])
+def test_groups_with_cpu_only_options_are_left_to_torch(fresh_state, monkeypatch, extra):
+    monkeypatch.setattr(_cuda, "_DEVICE_TYPE", "cpu")
     ps = [_p(3)]
     opt = fusedoptim.SGD(ps, lr=0.1)
-    group = dict(opt.param_groups[0], differentiable=True)
-    assert _cuda.step_cuda(opt, group, ps) == ps
+    group = dict(opt.param_groups[0], **extra)
+    assert _cuda.step_cuda(opt, group, ps) == (ps, group)
+    assert fresh_state["tried"] is False
 
 
 def test_cpu_params_never_reach_the_cuda_backend(fresh_state):
     ps = [_p(3), _p(2, dtype=torch.bfloat16)]
     opt = fusedoptim.Adam(ps)
-    assert _cuda.step_cuda(opt, opt.param_groups[0], ps) == ps
+    assert _cuda.step_cuda(opt, opt.param_groups[0], ps) == (ps, opt.param_groups[0])
     assert fresh_state["tried"] is False  # nothing loaded or built for CPU params
 
 

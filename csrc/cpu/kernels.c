@@ -272,7 +272,7 @@ int fo_group_step(fo_group *g)
     step_ctx ctx = {g, FO_PASS_MAIN};
     const int64_t units = g->unit_off[g->n], blocks = g->blk_off[g->n];
     const int64_t bgrain = (g_grain + FO_RBLOCK - 1) / FO_RBLOCK;
-    hp->grad_mul = hp->maximize ? -1.0 : 1.0;
+    hp->grad_mul = (hp->maximize ? -1.0 : 1.0) * (double)(float)hp->clip_coef;
     hp->grad_norm = 0.0;
     if (hp->max_grad_norm > 0.0) {
         /* one read of the grads: the group's norm, then the update scales

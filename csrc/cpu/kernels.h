@@ -53,6 +53,7 @@ typedef struct {
     double lr_decay, momentum_decay;
     double l1;           /* L1 weight decay (proximal), 0 = off              */
     double max_grad_norm;      /* > 0: clip by the group's grad norm         */
+    double clip_coef;          /* a clip coefficient computed by the caller  */
     const float *grad_scale;   /* AMP: grads /= *grad_scale (stored back)    */
     const float *found_inf;    /* AMP: the step is skipped when != 0         */
     uint64_t seed;       /* stochastic rounding: fresh per step              */

@@ -8,7 +8,7 @@
 // `tensors` is list-major (nlists * n): tensors[k*n + i] is list k of tensor i
 // (0 param, 1 grad, 2.. the kind's state, fo_cuda.h). hparams: lr, beta1,
 // beta2, eps, weight_decay, momentum, dampening, alpha, lr_decay,
-// momentum_decay, l1; flags: wd_mode, amsgrad, nesterov, maximize,
+// momentum_decay, l1, grad_mul (default 1); flags: wd_mode, amsgrad, nesterov, maximize,
 // momentum_mode, centered, bias_correction (missing trailing entries are 0).
 //
 // One op for every optimizer: a new kind needs a functor in fused_kernels.cu,
@@ -26,7 +26,7 @@
 
 namespace {
 
-constexpr int kNumH = 11;
+constexpr int kNumH = 12;
 constexpr int kNumF = 7;
 
 fo_cuda_args make_args(int64_t kind, at::ArrayRef<double> h, at::IntArrayRef f)
@@ -52,6 +52,7 @@ fo_cuda_args make_args(int64_t kind, at::ArrayRef<double> h, at::IntArrayRef f)
     a.lr_decay = hv[8];
     a.momentum_decay = hv[9];
     a.l1 = hv[10];
+    a.grad_mul = h.size() > 11 ? hv[11] : 1.0;
     a.wd_mode = static_cast<int32_t>(fv[0]);
     a.amsgrad = static_cast<int32_t>(fv[1]);
     a.nesterov = static_cast<int32_t>(fv[2]);

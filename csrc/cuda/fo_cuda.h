@@ -63,6 +63,8 @@ typedef struct {
     double alpha;          /* RMSprop alpha, Adadelta rho                       */
     double lr_decay, momentum_decay;
     double l1;             /* L1 weight decay (proximal), 0 = off               */
+    double grad_mul;       /* grads are multiplied by it (max_grad_norm's clip
+                              coefficient; 1 = none); maximize negates it      */
     const void *lr_ptr;    /* device scalar learning rate, or NULL              */
     const float *grad_scale; /* device scalar: grads are divided by it (and the
                                 unscaled grads written back), or NULL           */

@@ -111,7 +111,7 @@ __device__ void fill_common(const fo_cuda_args &a, double lr, StepScalars<M> &o)
     s.wa_minus_1 = s.wa - M(1);
     s.one_minus_wa = M(1) - s.wa;
     s.c0 = s.c1 = s.c2 = s.c3 = M(0);
-    o.gmul = a.maximize ? M(-1) : M(1);
+    o.gmul = static_cast<M>(a.maximize ? -a.grad_mul : a.grad_mul);
     o.wd = a.weight_decay == 0.0 ? FO_WD_NONE : a.wd_mode;
     o.o1 = o.o2 = 0;
 }

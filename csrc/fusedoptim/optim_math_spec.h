@@ -263,7 +263,8 @@ static FO_HD FO_INLINE void FO_NAME(fo_lion_elem)(
     FO_T sg = c > 0 ? (FO_T)1 : (c < 0 ? (FO_T)-1 : c * (FO_T)0);
     sg = (c != c) ? c : sg;
     *p = FO_FMA(sg, s->neg_lr, pv);
-    *m = FO_FMA(s->one_minus_beta2, g - mv, mv);
+    FO_T w2 = s->one_minus_beta2;
+    *m = FO_NAME(fo_lerp)(mv, g, w2, w2 - (FO_T)1, (FO_T)1 - w2, 0);
 }
 
 /* --------------------------------------------------------------- LAMB ---- */

@@ -65,7 +65,7 @@ cdef extern from "kernels.h" nogil:
         int32_t centered
         int32_t bias_correction
         double lr, beta1, beta2, eps, weight_decay, momentum, dampening
-        double alpha, lr_decay, momentum_decay, l1, max_grad_norm
+        double alpha, lr_decay, momentum_decay, l1, max_grad_norm, clip_coef
         const float *grad_scale
         const float *found_inf
         uint64_t seed
@@ -394,6 +394,7 @@ cdef class Plan:
         self.g.hp.momentum_decay = momentum_decay
         self.g.hp.l1 = l1
         self.g.hp.max_grad_norm = max_grad_norm
+        self.g.hp.clip_coef = 1.0
         self.g.hp.centered = centered
         self.g.hp.bias_correction = bias_correction
 
@@ -402,6 +403,12 @@ cdef class Plan:
         the caller) or None: kept alive by the caller for the step."""
         self.g.hp.grad_scale = <const float *><uintptr_t>(0 if grad_scale is None else grad_scale.data_ptr())
         self.g.hp.found_inf = <const float *><uintptr_t>(0 if found_inf is None else found_inf.data_ptr())
+
+    def set_clip_coef(self, double coef):
+        """Clip by a coefficient the caller computed (a group whose norm spans
+        params the kernels do not serve) instead of the kernel's own norm."""
+        self.g.hp.max_grad_norm = 0.0
+        self.g.hp.clip_coef = coef
 
     def set_seed(self, uint64_t seed):
         self.g.hp.seed = seed

@@ -26,6 +26,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import struct
 import sys
 import warnings
 from pathlib import Path
@@ -35,8 +36,15 @@ import torch
 from ._validate import is_dense
 from ._version import __version__
 
-# Kinds of the CUDA backend (csrc/cuda/fo_cuda.h FO_CUDA_*)
-KIND_SGD, KIND_ADAM = 0, 1
+# Kinds (csrc/cuda/fo_cuda.h FO_CUDA_* = the CPU backend's FO_KIND_* = _C.KIND_*)
+KIND_SGD, KIND_ADAM, KIND_ADAGRAD, KIND_RMSPROP, KIND_ADAMAX = 0, 1, 2, 3, 4
+KIND_NADAM, KIND_RADAM, KIND_ADADELTA, KIND_LION, KIND_LAMB = 5, 6, 7, 8, 9
+# served by the CUDA functors (NAdam: per-param mu_product, LAMB: per-tensor
+# norms between two passes, not yet)
+SERVED_KINDS = frozenset({KIND_SGD, KIND_ADAM, KIND_ADAGRAD, KIND_RMSPROP, KIND_ADAMAX, KIND_RADAM,
+                          KIND_ADADELTA, KIND_LION})
+# kinds whose torch class has fused=True on CUDA (the fallback when unavailable)
+TORCH_FUSED_CUDA = frozenset({KIND_SGD, KIND_ADAM})
 # Flags (fusedoptim/optim_math.h)
 WD_NONE, WD_COUPLED, WD_DECOUPLED = 0, 1, 2
 MOM_NONE, MOM_FIRST, MOM_UPDATE = 0, 1, 2
@@ -253,12 +261,9 @@ def status() -> str:
 # ---------------------------------------------------------- host-side logic --
 
 def cuda_kind(opt) -> int | None:
-    """The CUDA kind serving this optimizer, or None."""
-    if isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
-        return KIND_ADAM
-    if isinstance(opt, torch.optim.SGD):
-        return KIND_SGD
-    return None
+    """The CUDA kind serving this optimizer (its CPU kind), or None."""
+    kind = getattr(opt, "_fo_kind", None)
+    return kind if kind in SERVED_KINDS else None
 
 
 def why_not_served(p: torch.Tensor, device_type: str = "cuda") -> str | None:
@@ -296,35 +301,24 @@ def split_params(params, device_type: str = "cuda"):
     return buckets, rest
 
 
-def _scalar(x) -> float:
-    return float(x)
+def _f32(x: float) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0]
 
 
-def pack_hparams(kind: int, group: dict, *, decoupled: bool = False, first: bool = False):
-    """-> (nlists, uses_step, hparams, flags, lr) for fusedoptim::fused_step_.
-    lr is a tensor (read on the device if it is a CUDA tensor) or None, in which
-    case hparams[0] holds it."""
-    lr = group["lr"]
-    lr_t = lr if torch.is_tensor(lr) else None
-    lr_v = 0.0 if lr_t is not None else float(lr)
-    wd = float(group.get("weight_decay", 0.0))
-    maximize = int(bool(group.get("maximize", False)))
-    if kind == KIND_SGD:
-        mom = float(group.get("momentum", 0.0))
-        mode = MOM_NONE if mom == 0.0 else (MOM_FIRST if first else MOM_UPDATE)
-        h = [lr_v, 0.0, 0.0, 0.0, wd, mom, float(group.get("dampening", 0.0))]
-        f = [WD_COUPLED if wd != 0.0 else WD_NONE, 0, int(bool(group.get("nesterov", False)) and mom != 0.0),
-             maximize, mode]
-        return (3 if mom != 0.0 else 2), False, h, f, lr_t
-    if kind == KIND_ADAM:
-        beta1, beta2 = group["betas"]
-        ams = bool(group.get("amsgrad", False))
-        dec = decoupled or bool(group.get("decoupled_weight_decay", False))
-        wd_mode = WD_NONE if wd == 0.0 else (WD_DECOUPLED if dec else WD_COUPLED)
-        h = [lr_v, _scalar(beta1), _scalar(beta2), float(group["eps"]), wd, 0.0, 0.0]
-        f = [wd_mode, int(ams), 0, maximize, MOM_NONE]
-        return (5 if ams else 4), True, h, f, lr_t
-    raise ValueError(f"fusedoptim: no CUDA kind {kind}")
+def pack_hparams(hp: dict, *, l1: float = 0.0, grad_mul: float = 1.0, first: bool = False):
+    """The optimizer's hyper-parameters (its `_fo_hparams(group)` dict, as the
+    CPU plan gets them) -> (hparams, flags) for fusedoptim::fused_step_, in the
+    order of csrc/cuda/binding.cpp. grad_mul: the clip coefficient of
+    max_grad_norm, rounded to float as the CPU kernels do."""
+    g = lambda k: float(hp.get(k, 0.0) or 0.0)  # noqa: E731
+    i = lambda k: int(hp.get(k, 0) or 0)  # noqa: E731
+    mom = g("momentum")
+    mode = MOM_NONE if mom == 0.0 else (MOM_FIRST if first else MOM_UPDATE)
+    h = [g("lr"), g("beta1"), g("beta2"), g("eps"), g("weight_decay"), mom, g("dampening"), g("alpha"),
+         g("lr_decay"), g("momentum_decay"), float(l1 or 0.0), _f32(float(grad_mul))]
+    f = [i("wd_mode"), int(bool(hp.get("amsgrad"))), int(bool(hp.get("nesterov")) and mom != 0.0),
+         int(bool(hp.get("maximize"))), mode, int(bool(hp.get("centered"))), int(bool(hp.get("bias_correction")))]
+    return h, f
 
 
 def _match(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -349,40 +343,34 @@ def device_step(state: dict, p: torch.Tensor) -> torch.Tensor:
     return s
 
 
-def _state_lists(kind: int, opt, group: dict, params):
-    """Per-param state (created lazily as torch does) -> (state lists, steps, first)."""
+def state_lists(opt, group: dict, params):
+    """Per-param state, created lazily as the optimizer's torch class does (its
+    keys in `_fo_order(group)` order, fill `_fo_fill`; SGD's momentum buffer
+    is written by the kernel's first step), in the param's dtype and strides.
+    -> (state lists in `_fo_slots(group)` order, step counters or [])."""
     st = opt.state
-    if kind == KIND_SGD:
-        if float(group.get("momentum", 0.0)) == 0.0:
-            return [], [], False
-        # the caller splits params by whether their buffer exists (sgd_first_split)
-        first = st[params[0]].get("momentum_buffer") is None
-        bufs = []
-        for p in params:
-            s = st[p]
-            b = s.get("momentum_buffer")
-            b = torch.empty_like(p, memory_format=torch.preserve_format) if b is None else _match(p, b)
-            s["momentum_buffer"] = b
-            bufs.append(b)
-        return [bufs], [], first
-    m, v, vmax, steps = [], [], [], []
-    ams = bool(group.get("amsgrad", False))
+    order = opt._fo_order(group)
+    slots = [k for k in opt._fo_slots(group) if k is not None]
+    kind = opt._fo_kind
+    lists = [[] for _ in slots]
+    steps = []
     for p in params:
         s = st[p]
-        if "exp_avg" not in s:
-            s["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            s["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        steps.append(device_step(s, p))
-        s["exp_avg"] = _match(p, s["exp_avg"])
-        s["exp_avg_sq"] = _match(p, s["exp_avg_sq"])
-        m.append(s["exp_avg"])
-        v.append(s["exp_avg_sq"])
-        if ams:
-            if "max_exp_avg_sq" not in s:
-                s["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            s["max_exp_avg_sq"] = _match(p, s["max_exp_avg_sq"])
-            vmax.append(s["max_exp_avg_sq"])
-    return ([m, v, vmax] if ams else [m, v]), steps, False
+        for key in order:
+            if key == "step":
+                steps.append(device_step(s, p))
+            elif key not in s:
+                if kind == KIND_SGD:
+                    s[key] = torch.empty_like(p, memory_format=torch.preserve_format)
+                else:
+                    fill = float(opt._fo_fill(group, key))
+                    s[key] = (torch.zeros_like(p, memory_format=torch.preserve_format) if fill == 0.0
+                              else torch.full_like(p, fill, memory_format=torch.preserve_format))
+            else:
+                s[key] = _match(p, s[key])
+        for j, key in enumerate(slots):
+            lists[j].append(s[key])
+    return lists, steps
 
 
 def sgd_first_split(opt, params):
@@ -413,50 +401,70 @@ def _warn_unavailable() -> None:
         )
 
 
-def _torch_fused(opt, group: dict, params) -> None:
-    """torch's fused CUDA step for params the extension cannot serve, when the
-    user left foreach/fused unset (their explicit choice is honoured otherwise)."""
-    sub = dict(group, fused=True, foreach=False)
-    if cuda_kind(opt) == KIND_ADAM:
-        for p in params:  # torch's fused kernels want float32 steps on the device
-            if "step" in opt.state[p]:
-                device_step(opt.state[p], p)
-    opt._fo_torch_step(sub, params)
+_INFO: dict = {}
 
 
-def step_cuda(opt, group: dict, params: list) -> list:
+def table_info(kind: int, h, f) -> tuple:
+    """(nlists, uses_step, max tensors per launch, chunk) of the extension for
+    this kind and options (cached)."""
+    key = (kind, tuple(f), h[5] != 0.0, h[5] > 0.0)
+    info = _INFO.get(key)
+    if info is None:
+        info = _INFO[key] = tuple(torch.ops.fusedoptim.cuda_table_info(kind, h, f))
+    return info
+
+
+def step_cuda(opt, group: dict, params: list, coef=None):
     """Update the CUDA params of `group` (all with grads) in place with the
-    fused kernels; return the params left for torch's implementation."""
+    fused kernels. Returns (params left for torch's implementation, the group
+    to run them with): when the extension cannot be had, CUDA params go back
+    with fused=True where torch has a fused CUDA kernel and the user set
+    neither foreach nor fused (one warning per process)."""
     kind = cuda_kind(opt)
-    if kind is None or group.get("differentiable", False) or not any(p.device.type == _DEVICE_TYPE for p in params):
-        return params
+    if (kind is None or group.get("differentiable", False)
+            or not any(p.device.type == _DEVICE_TYPE for p in params)):
+        return params, group
+    if group.get("master_weights") or group.get("stochastic_rounding"):
+        return params, group  # CPU-kernel options: torch's path says so
     buckets, rest = split_params(params, _DEVICE_TYPE)
+    sd = group.get("state_dtype")
+    if sd is not None:
+        for key in [k for k in buckets if k[1] != sd]:
+            rest += buckets.pop(key)
     if not buckets:
-        return params
+        return params, group
     if not load():
         _warn_unavailable()
-        if group.get("fused") is None and group.get("foreach") is None:
-            served = [p for ps in buckets.values() for p in ps]
-            _torch_fused(opt, group, served)
-            return rest
-        return params
+        if kind in TORCH_FUSED_CUDA and group.get("fused") is None and group.get("foreach") is None:
+            return params, dict(group, fused=True, foreach=False)
+        return params, group
     op = getattr(torch.ops.fusedoptim, _OP_NAME)
-    decoupled = isinstance(opt, torch.optim.AdamW)
+    lr = group["lr"]
+    lr_t = lr if torch.is_tensor(lr) and lr.device.type != "cpu" else None
+    hp = opt._fo_hparams(dict(group, lr=0.0) if lr_t is not None else group)
+    l1 = group.get("l1_weight_decay") or 0.0
+    gmul = 1.0 if coef is None else coef
+    served_first = kind == KIND_SGD and float(group.get("momentum", 0.0)) != 0.0
     for (device, _dtype), ps in buckets.items():
         grad_scale = _amp_tensor(opt, "grad_scale", device)
         found_inf = _amp_tensor(opt, "found_inf", device)
-        parts = sgd_first_split(opt, ps) if kind == KIND_SGD and float(group.get("momentum", 0.0)) != 0.0 else [ps]
-        for part in parts:
-            lists, steps, first = _state_lists(kind, opt, group, part)
-            nlists, _uses_step, h, f, lr = pack_hparams(kind, group, decoupled=decoupled, first=first)
+        lr_d = lr_t.to(device, non_blocking=True) if lr_t is not None and lr_t.device != device else lr_t
+        for part in (sgd_first_split(opt, ps) if served_first else [ps]):
+            first = served_first and opt.state[part[0]].get("momentum_buffer") is None
+            h, f = pack_hparams(hp, l1=l1, grad_mul=gmul, first=first)
+            nlists, uses_step = table_info(kind, h, f)[:2]
+            if nlists != 2 + len([k for k in opt._fo_slots(group) if k is not None]) or \
+                    bool(uses_step) != ("step" in opt._fo_order(group)):
+                raise RuntimeError(  # a kernel/optimizer mismatch is a bug, not a user error
+                    f"fusedoptim: CUDA kernel for {type(opt).__name__} takes {nlists} lists "
+                    f"(step counters: {bool(uses_step)}), the optimizer keeps {opt._fo_order(group)}")
+            lists, steps = state_lists(opt, group, part)
             grads = [p.grad for p in part]
             flat = [*part, *grads]
             for lst in lists:
                 flat += lst
-            if lr is not None and lr.device.type == "cuda" and lr.device != device:
-                lr = lr.to(device, non_blocking=True)
-            op(kind, nlists, flat, steps, h, f, lr, grad_scale, found_inf)
+            op(kind, nlists, flat, steps, h, f, lr_d, grad_scale, found_inf)
             torch._C._increment_version(part)
             if grad_scale is not None:
                 torch._C._increment_version(grads)
-    return rest
+    return rest, group

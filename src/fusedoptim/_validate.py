@@ -114,16 +114,16 @@ def check_state_dict(opt, state_dict, required) -> None:
                 v = st.get(k)
                 if v is None:
                     continue
-                if k == "step":
+                if k in ("step", "mu_product"):  # per-param scalars
                     if torch.is_tensor(v):
                         if v.numel() != 1:
                             raise ValueError(
-                                f"{name}.load_state_dict: 'step' of param {pid} must be a scalar, "
+                                f"{name}.load_state_dict: {k!r} of param {pid} must be a scalar, "
                                 f"got shape {tuple(v.shape)}"
                             )
                     elif not isinstance(v, (int, float)):
                         raise ValueError(
-                            f"{name}.load_state_dict: 'step' of param {pid} must be a number or a "
+                            f"{name}.load_state_dict: {k!r} of param {pid} must be a number or a "
                             f"scalar tensor, got {type(v).__name__}"
                         )
                     continue
