@@ -38,7 +38,20 @@ CONFIGS = [
     ("Adam", dict(lr=1e-2, betas=(0.8, 0.95), maximize=True, eps=1e-6)),
     ("AdamW", dict(lr=1e-2, weight_decay=0.1)),
     ("AdamW", dict(lr=1e-2, weight_decay=0.05, amsgrad=True, maximize=True)),
+    ("Adagrad", dict(lr=0.05, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1)),
+    ("RMSprop", dict(lr=1e-2, alpha=0.9)),
+    ("RMSprop", dict(lr=1e-2, centered=True, momentum=0.8, weight_decay=0.01, maximize=True)),
+    ("Adamax", dict(lr=1e-2, weight_decay=0.01)),
+    ("RAdam", dict(lr=1e-2, weight_decay=0.01)),  # 5 steps: unrectified; the capture test runs longer
+    ("RAdam", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("Adadelta", dict(lr=1.0, rho=0.8, weight_decay=0.01)),
+    ("SGD", dict(lr=0.05, momentum=0.9, l1_weight_decay=1e-3)),
+    ("AdamW", dict(lr=1e-2, weight_decay=0.1, max_grad_norm=0.5)),
 ]
+# torch has a fused CUDA kernel for these; the rest compare with its foreach path
+TORCH_FUSED = ("SGD", "Adam", "AdamW")
+# fusedoptim-only options: the reference is fusedoptim's CPU kernels only
+FO_ONLY = ("l1_weight_decay", "max_grad_norm")
 
 
 def tol(dtype):
@@ -86,10 +99,13 @@ def clone(ps, device=None, dtype=None):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("name,kw", CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
 def test_matches_torch_cuda(name, kw, dtype):
+    if any(k in kw for k in FO_ONLY):
+        pytest.skip("a fusedoptim-only option: compared with the CPU kernels")
     ps = make_params(dtype)
     ref = clone(ps)
     opt = run(getattr(fusedoptim, name), ps, kw)
-    ropt = run(getattr(torch.optim, name), ref, dict(kw, fused=True))
+    ropt = run(getattr(torch.optim, name), ref, dict(kw, **({"fused": True} if name in TORCH_FUSED else
+                                                             {"foreach": True})))
     for p, r in zip(ps, ref):
         torch.testing.assert_close(p, r, **tol(dtype))
     for p, r in zip(ps, ref):
@@ -125,20 +141,36 @@ def test_matches_fusedoptim_cpu(name, kw, dtype):
             assert torch.equal(flat_g[:n], flat_c[:n])
 
 
+@pytest.mark.parametrize("name,kw", [("Lion", dict(lr=1e-3, weight_decay=0.1)), ("NAdam", dict(lr=1e-2)),
+                                     ("LAMB", dict(lr=1e-2, weight_decay=0.01))])
+def test_other_optimizers_on_cuda(name, kw):
+    """Lion (fused CUDA kernel; torch has none) against the CPU kernels; NAdam
+    and LAMB (torch's path on CUDA for now) against the CPU kernels too."""
+    ps = make_params(torch.float32)
+    cpu = clone(ps, device="cpu")
+    run(getattr(fusedoptim, name), ps, kw)
+    run(getattr(fusedoptim, name), cpu, kw)
+    for p, c in zip(ps, cpu):
+        torch.testing.assert_close(p.detach().cpu(), c, rtol=1e-5, atol=1e-6)
+
+
 def test_many_tensors_take_several_launches():
     """More tensors than one chunk table holds (W3-like): every one updated."""
     ps = make_params(torch.float32, shapes=[(512,)] * 1500)
     ref = clone(ps)
     run(fusedoptim.AdamW, ps, dict(lr=1e-2, weight_decay=0.1), steps=3)
     run(torch.optim.AdamW, ref, dict(lr=1e-2, weight_decay=0.1, fused=True), steps=3)
-    info = list(torch.ops.fusedoptim.cuda_table_info(_cuda.KIND_ADAM, [0.0] * 7, [0, 0, 0, 0, 0]))
+    info = list(torch.ops.fusedoptim.cuda_table_info(_cuda.KIND_ADAM, [0.0] * 12, [0] * 7))
     assert info[2] < 1500  # really more than one launch
     for p, r in zip(ps, ref):
         torch.testing.assert_close(p, r, **tol(torch.float32))
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop"])
 def test_grad_scale_and_found_inf_in_kernel(name):
+    """GradScaler's contract (_step_supports_amp_scaling): grad_scale and
+    found_inf set on the optimizer before step. The kernel unscales (writing
+    the grads back unscaled) and skips everything when found_inf != 0."""
     kw = dict(lr=0.05, momentum=0.9) if name == "SGD" else dict(lr=1e-2, weight_decay=0.1)
     cls = getattr(fusedoptim, name)
     ps, ref = make_params(torch.float32), None
@@ -194,6 +226,8 @@ def test_version_counter_is_bumped():
     ("SGD", dict(lr=0.05)),
     ("Adam", dict(lr=1e-2, amsgrad=True)),
     ("AdamW", dict(lr=torch.tensor(1e-2, device=DEV), weight_decay=0.1)),
+    ("Adagrad", dict(lr=0.05)),
+    ("RAdam", dict(lr=1e-2)),
 ])
 def test_cuda_graph_capture(name, kw):
     """A captured step replays like eager steps: step counters, lr and the
@@ -221,7 +255,7 @@ def test_cuda_graph_capture(name, kw):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         opt.step()
-    for s in range(2, 7):
+    for s in range(2, 12):  # RAdam turns rectified at step 6 (beta2 = 0.999) inside the graph
         for g, x in zip(static, grads_for(ps, s)):
             g.copy_(x)
         graph.replay()
@@ -232,4 +266,4 @@ def test_cuda_graph_capture(name, kw):
     for p, e in zip(ps, eager):
         torch.testing.assert_close(p, e, rtol=0, atol=0)
     if name != "SGD":
-        assert all(float(opt.state[p]["step"]) == 7.0 for p in ps)
+        assert all(float(opt.state[p]["step"]) == 12.0 for p in ps)
