@@ -74,10 +74,10 @@ assert _cuda.load(), _cuda.status()
 ops = torch.ops.fusedoptim
 for name in ("fused_step_", "cuda_table_info"):
     assert hasattr(ops, name), name
-info = {k: list(ops.cuda_table_info(k, [0.0] * 7, [0, a, 0, 0, 0])) for k in (0, 1) for a in (0, 1)}
+info = {(k, a): list(ops.cuda_table_info(k, [0.0, 0.0, 0.0, 0.0, 0.0, 0.9], [0, a, 0, 0, 1])) for k in (0, 1) for a in (0, 1)}
 print("== cuda_check (b): torch", torch.__version__, "cuda", torch.version.cuda,
       "| GPU visible:", torch.cuda.is_available())
 print("   backend:", _cuda.status())
 print("   schema:", ops.fused_step_.default._schema)
-print("   [nlists, uses_step, max_tensors/launch, chunk] SGD/Adam, amsgrad 0/1:", info)
+print("   (kind, amsgrad) -> [nlists, uses_step, max tensors/launch, chunk] (SGD with momentum):", info)
 EOF
