@@ -4,9 +4,11 @@
  * apply of multi_tensor_apply.cuh, behind the C ABI of fo_cuda.h.
  *
  * Build with --fmad=false: FMAs appear only where the spec writes FO_FMA, as
- * in the CPU kernels' FMA (AVX2/AVX-512) variants, so a float32 CUDA step
- * equals the CPU AVX2 step bit for bit on every element the CPU computes in its
- * vector form (the spec's `tail` is a CPU-only detail: here it is always 0).
+ * in the CPU kernels' FMA (AVX2/AVX-512) variants; with IEEE division and
+ * sqrt (nvcc's default) a float32 CUDA step is then meant to equal the CPU
+ * AVX2 step bit for bit on every element the CPU computes in its vector form
+ * (tests/test_cuda.py checks it on a GPU; the spec's `tail` is a CPU-only
+ * detail: here it is always 0).
  * Scalars (bias corrections, step sizes) are computed in double from the
  * device-resident step counter and learning rate, then rounded once, as on the
  * CPU.
