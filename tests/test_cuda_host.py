@@ -418,6 +418,132 @@ def test_cpu_params_never_reach_the_cuda_backend(fresh_state):
     assert fresh_state["tried"] is False  # nothing loaded or built for CPU params
 
 
+# ---------------------------------------------- the per-step plan, on a fake op --
+
+_NLISTS = {(0, False): 2, (0, True): 3, (1, False): 4, (1, True): 5, (2, False): 3, (3, False): 3,
+           (8, False): 3}
+
+
+@pytest.fixture
+def fake_op(fresh_state, monkeypatch):
+    """The extension replaced by a recorder that applies SGD / Adam on CPU
+    tensors standing in for CUDA ones, so the host path of step_cuda (plans,
+    state creation, caching, invalidation) runs end to end without a GPU."""
+    calls = []
+    monkeypatch.setattr(_cuda, "_DEVICE_TYPE", "cpu")
+    monkeypatch.setattr(_cuda, "load", lambda: True)
+    monkeypatch.setattr(_cuda, "_INFO", {})
+
+    def info(kind, h, f):
+        extra = {0: h[5] != 0.0, 1: bool(f[1]), 3: bool(f[5]) + (h[5] > 0.0)}.get(kind, False)
+        n = _NLISTS[(kind, False)] + int(extra) if kind in (0, 1, 3) else _NLISTS[(kind, False)]
+        return (n, int(kind in (1, 2, 3)), 600, 65536)
+
+    monkeypatch.setattr(_cuda, "table_info", info)
+
+    def op(kind, nlists, flat, steps, h, f, lr, gs, fi):
+        n = len(flat) // nlists
+        calls.append(dict(kind=kind, nlists=nlists, n=n, flat=flat, steps=steps, h=list(h), f=list(f)))
+        for s in steps:
+            s += 1
+        ps, gr = flat[:n], flat[n:2 * n]
+        with torch.no_grad():
+            _apply(kind, nlists, n, flat, ps, gr, h, f)
+
+    def _apply(kind, nlists, n, flat, ps, gr, h, f):
+        for i, (p, g) in enumerate(zip(ps, gr)):
+            if kind == 0 and nlists == 3:  # SGD with momentum (no wd/dampening in these tests)
+                b = flat[2 * n + i]
+                if f[4] == _cuda.MOM_FIRST:
+                    b.copy_(g)
+                else:
+                    b.mul_(h[5]).add_(g)
+                p.add_(b, alpha=-h[0])
+            else:
+                p.add_(g, alpha=-h[0])
+    monkeypatch.setattr(_cuda, "_op", lambda: op)
+    return calls
+
+
+def test_plan_is_built_once_and_reused(fake_op, monkeypatch):
+    ps = [_p(4), _p(3, dtype=torch.float64), _p(5)]
+    opt = fusedoptim.Adam(ps, lr=0.1)
+    builds = []
+    real = _cuda._build
+    monkeypatch.setattr(_cuda, "_build", lambda *a: builds.append(1) or real(*a))
+    g = opt.param_groups[0]
+    for step in range(3):
+        g["lr"] = 0.1 / (step + 1)  # a schedule changes hparams, not the plan
+        for p in ps:
+            p.grad = torch.randn_like(p)
+        assert _cuda.step_cuda(opt, g, ps) == ([], g)
+    assert len(builds) == 1
+    assert [c["n"] for c in fake_op] == [2, 1] * 3  # one call per (device, dtype), group order kept
+    assert fake_op[0]["flat"][:2] == [ps[0], ps[2]] and fake_op[1]["flat"][0] is ps[1]
+    assert [c["h"][0] for c in fake_op[::2]] == [0.1, 0.05, 0.1 / 3]
+    assert all(float(opt.state[p]["step"]) == 3 for p in ps)
+    # the grads of each step (not stale ones) reach the op
+    assert all(c["flat"][c["n"] + i] is c["flat"][i].grad for c in fake_op[-2:] for i in range(c["n"]))
+
+
+@pytest.mark.parametrize("change", ["state_tensor", "load_state_dict", "grad_strides", "amsgrad", "params"])
+def test_plan_is_rebuilt_when_it_no_longer_fits(fake_op, monkeypatch, change):
+    ps = [_p(4, 3), _p(5)]
+    opt = fusedoptim.Adam(ps, lr=0.1)
+    g = opt.param_groups[0]
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    _cuda.step_cuda(opt, g, ps)
+    plan = opt._fo_cuda_plans[id(g)]
+    args = ps
+    if change == "state_tensor":
+        opt.state[ps[1]]["exp_avg"] = torch.zeros(5)
+    elif change == "load_state_dict":
+        opt.load_state_dict(opt.state_dict())
+    elif change == "grad_strides":
+        ps[0].grad = torch.randn(3, 4).t()
+    elif change == "amsgrad":
+        g["amsgrad"] = True
+    elif change == "params":
+        args = ps[:1]
+    left, _ = _cuda.step_cuda(opt, g, args)
+    assert opt._fo_cuda_plans[id(g)] is not plan
+    last = fake_op[-1]
+    if change == "state_tensor":
+        assert last["flat"][last["n"] * 2 + 1] is opt.state[ps[1]]["exp_avg"]
+    if change == "grad_strides":
+        assert left == [ps[0]] and last["n"] == 1  # torch's path takes it now
+    if change == "amsgrad":
+        assert last["nlists"] == 5 and "max_exp_avg_sq" in opt.state[ps[0]]
+
+
+def test_sgd_first_step_then_one_update_launch(fake_op):
+    ps = [_p(3), _p(2)]
+    opt = fusedoptim.SGD(ps, lr=0.1, momentum=0.9)
+    g = opt.param_groups[0]
+    for _ in range(3):
+        for p in ps:
+            p.grad = torch.randn_like(p)
+        _cuda.step_cuda(opt, g, ps)
+    assert [c["f"][4] for c in fake_op] == [_cuda.MOM_FIRST, _cuda.MOM_UPDATE, _cuda.MOM_UPDATE]
+    assert all(c["n"] == 2 for c in fake_op)  # one launch per step for the group
+    assert all(opt.state[p]["momentum_buffer"].shape == p.shape for p in ps)
+
+
+def test_sgd_mixed_first_and_update_params_split(fake_op):
+    a, b = _p(3), _p(2)
+    opt = fusedoptim.SGD([a, b], lr=0.1, momentum=0.9)
+    opt.state[b]["momentum_buffer"] = torch.ones(2)
+    g = opt.param_groups[0]
+    a.grad, b.grad = torch.ones(3), torch.ones(2)
+    _cuda.step_cuda(opt, g, [a, b])
+    assert [(c["n"], c["f"][4]) for c in fake_op] == [(1, _cuda.MOM_UPDATE), (1, _cuda.MOM_FIRST)]
+    assert torch.equal(opt.state[a]["momentum_buffer"], torch.ones(3))            # := grad
+    assert torch.equal(opt.state[b]["momentum_buffer"], torch.full((2,), 1.9))    # 0.9*1 + 1
+    _cuda.step_cuda(opt, g, [a, b])
+    assert (fake_op[-1]["n"], fake_op[-1]["f"][4]) == (2, _cuda.MOM_UPDATE)
+
+
 def test_setup_py_does_not_import_torch_without_fusedoptim_cuda():
     code = ("import runpy, sys; sys.argv = ['setup.py', '--name']; "
             "runpy.run_path('setup.py', run_name='__main__'); print('TORCH', 'torch' in sys.modules)")

@@ -404,6 +404,10 @@ def _warn_unavailable() -> None:
 _INFO: dict = {}
 
 
+def _op():
+    return getattr(torch.ops.fusedoptim, _OP_NAME)
+
+
 def table_info(kind: int, h, f) -> tuple:
     """(nlists, uses_step, max tensors per launch, chunk) of the extension for
     this kind and options (cached)."""
@@ -412,6 +416,83 @@ def table_info(kind: int, h, f) -> tuple:
     if info is None:
         info = _INFO[key] = tuple(torch.ops.fusedoptim.cuda_table_info(kind, h, f))
     return info
+
+
+class _Part:
+    """One launch sequence: params of one (device, dtype) (and, for SGD, one
+    momentum mode) with their state, cached between steps."""
+    __slots__ = ("params", "contig", "state", "steps", "first", "nlists", "device", "refs")
+
+    def __init__(self, params, state, steps, first, nlists, device, refs):
+        self.params = params
+        self.contig = [p.is_contiguous() for p in params]
+        self.state = state          # flat list: state list 0, then 1, ...
+        self.steps = steps
+        self.first = first
+        self.nlists = nlists
+        self.device = device
+        self.refs = refs            # (state dict, key, tensor): still the optimizer's state?
+
+
+class _Plan:
+    """What step_cuda decided for a group, reused while the group's params
+    (with grads), the optimizer's state object and the options that shape the
+    state stay the same: a W3-sized group then costs a list of grads and one
+    op call per (device, dtype) instead of per-param Python checks."""
+    __slots__ = ("key", "parts", "rest", "group")
+
+    def __init__(self, key, parts, rest, group):
+        self.key, self.parts, self.rest, self.group = key, parts, rest, group
+
+
+def _part_valid(part: _Part) -> bool:
+    """The cached part still describes the optimizer: every state tensor is
+    still the one in opt.state, and every grad is dense with its param's
+    layout (shape, dtype and device were checked by the optimizer's phase 1)."""
+    for st, k, t in part.refs:
+        if st.get(k) is not t:
+            return False
+    for p, c in zip(part.params, part.contig):
+        g = p.grad
+        if g is None or g.layout != torch.strided:
+            return False
+        if c:
+            if not g.is_contiguous():
+                return False
+        elif p.numel() > 1 and g.stride() != p.stride():
+            return False
+    return True
+
+
+def _build(opt, group, kind, params, hp, l1):
+    buckets, rest = split_params(params, _DEVICE_TYPE)
+    sd = group.get("state_dtype")
+    if sd is not None:
+        for key in [k for k in buckets if k[1] != sd]:
+            rest += buckets.pop(key)
+    parts = []
+    if not buckets or not load():
+        return parts, params  # nothing served (the caller warns if the backend is missing)
+    served_first = kind == KIND_SGD and float(group.get("momentum", 0.0)) != 0.0
+    n_slots = len([k for k in opt._fo_slots(group) if k is not None])
+    has_step = "step" in opt._fo_order(group)
+    for (device, _dtype), ps in buckets.items():
+        for part in (sgd_first_split(opt, ps) if served_first else [ps]):
+            first = served_first and opt.state[part[0]].get("momentum_buffer") is None
+            h, f = pack_hparams(hp, l1=l1, first=first)
+            nlists, uses_step = table_info(kind, h, f)[:2]
+            if nlists != 2 + n_slots or bool(uses_step) != has_step:
+                raise RuntimeError(  # a kernel/optimizer mismatch is a bug, not a user error
+                    f"fusedoptim: CUDA kernel for {type(opt).__name__} takes {nlists} lists "
+                    f"(step counters: {bool(uses_step)}), the optimizer keeps {opt._fo_order(group)}")
+            lists, steps = state_lists(opt, group, part)
+            flat = []
+            for lst in lists:
+                flat += lst
+            keys = [k for k in opt._fo_order(group)]
+            refs = [(opt.state[p], k, opt.state[p][k]) for p in part for k in keys]
+            parts.append(_Part(part, flat, steps, first, nlists, device, refs))
+    return parts, rest
 
 
 def step_cuda(opt, group: dict, params: list, coef=None):
@@ -426,45 +507,41 @@ def step_cuda(opt, group: dict, params: list, coef=None):
         return params, group
     if group.get("master_weights") or group.get("stochastic_rounding"):
         return params, group  # CPU-kernel options: torch's path says so
-    buckets, rest = split_params(params, _DEVICE_TYPE)
-    sd = group.get("state_dtype")
-    if sd is not None:
-        for key in [k for k in buckets if k[1] != sd]:
-            rest += buckets.pop(key)
-    if not buckets:
-        return params, group
-    if not load():
-        _warn_unavailable()
-        if kind in TORCH_FUSED_CUDA and group.get("fused") is None and group.get("foreach") is None:
-            return params, dict(group, fused=True, foreach=False)
-        return params, group
-    op = getattr(torch.ops.fusedoptim, _OP_NAME)
     lr = group["lr"]
     lr_t = lr if torch.is_tensor(lr) and lr.device.type != "cpu" else None
     hp = opt._fo_hparams(dict(group, lr=0.0) if lr_t is not None else group)
     l1 = group.get("l1_weight_decay") or 0.0
-    gmul = 1.0 if coef is None else coef
-    served_first = kind == KIND_SGD and float(group.get("momentum", 0.0)) != 0.0
-    for (device, _dtype), ps in buckets.items():
+    h, f = pack_hparams(hp, l1=l1, grad_mul=1.0 if coef is None else coef)
+    # what shapes the state and the launches; lr, betas, eps... may change freely
+    key = (tuple(map(id, params)), id(opt.state), kind, tuple(f), h[5] != 0.0, h[5] > 0.0,
+           group.get("state_dtype"))
+    plans = opt.__dict__.setdefault("_fo_cuda_plans", {})
+    plan = plans.get(id(group))
+    if plan is None or plan.group is not group or plan.key != key or not all(_part_valid(x) for x in plan.parts):
+        parts, rest = _build(opt, group, kind, params, hp, l1)
+        plan = plans[id(group)] = _Plan(key, parts, rest, group)
+        if not parts:
+            del plans[id(group)]
+            if any(why_not_served(p, _DEVICE_TYPE) is None for p in params) and not load():
+                _warn_unavailable()
+                if kind in TORCH_FUSED_CUDA and group.get("fused") is None and group.get("foreach") is None:
+                    return params, dict(group, fused=True, foreach=False)
+            return params, group
+    op = _op()
+    for part in plan.parts:
+        device = part.device
         grad_scale = _amp_tensor(opt, "grad_scale", device)
         found_inf = _amp_tensor(opt, "found_inf", device)
         lr_d = lr_t.to(device, non_blocking=True) if lr_t is not None and lr_t.device != device else lr_t
-        for part in (sgd_first_split(opt, ps) if served_first else [ps]):
-            first = served_first and opt.state[part[0]].get("momentum_buffer") is None
-            h, f = pack_hparams(hp, l1=l1, grad_mul=gmul, first=first)
-            nlists, uses_step = table_info(kind, h, f)[:2]
-            if nlists != 2 + len([k for k in opt._fo_slots(group) if k is not None]) or \
-                    bool(uses_step) != ("step" in opt._fo_order(group)):
-                raise RuntimeError(  # a kernel/optimizer mismatch is a bug, not a user error
-                    f"fusedoptim: CUDA kernel for {type(opt).__name__} takes {nlists} lists "
-                    f"(step counters: {bool(uses_step)}), the optimizer keeps {opt._fo_order(group)}")
-            lists, steps = state_lists(opt, group, part)
-            grads = [p.grad for p in part]
-            flat = [*part, *grads]
-            for lst in lists:
-                flat += lst
-            op(kind, nlists, flat, steps, h, f, lr_d, grad_scale, found_inf)
-            torch._C._increment_version(part)
-            if grad_scale is not None:
-                torch._C._increment_version(grads)
-    return rest, group
+        if part.first:
+            f[4] = MOM_FIRST
+        elif f[4] == MOM_FIRST:
+            f[4] = MOM_UPDATE
+        grads = [p.grad for p in part.params]
+        op(kind, part.nlists, [*part.params, *grads, *part.state], part.steps, h, f, lr_d, grad_scale, found_inf)
+        torch._C._increment_version(part.params)
+        if grad_scale is not None:
+            torch._C._increment_version(grads)
+    if any(x.first for x in plan.parts):
+        del plans[id(group)]  # SGD buffers exist now: rebuilt as one UPDATE launch next step
+    return plan.rest, group
