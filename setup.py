@@ -39,7 +39,7 @@ pyx = "src/fusedoptim/_C.pyx"
 use_pyx = cythonize is not None and os.path.exists(pyx)
 ext = Extension(
     "fusedoptim._C",
-    sources=[pyx if use_pyx else "src/fusedoptim/_C.c", "csrc/cpu/kernels.c"],
+    sources=[pyx if use_pyx else "src/fusedoptim/_C.c", "csrc/cpu/kernels.c", "csrc/cpu/reduce.c"],
     include_dirs=["csrc", "csrc/cpu"],
     extra_compile_args=cflags,
     extra_link_args=(["-fsanitize=address,undefined"] if os.environ.get("FUSEDOPTIM_SANITIZE") else []),
@@ -50,6 +50,8 @@ ext = Extension(
         "csrc/cpu/isa_section.h",
         "csrc/cpu/loops_spec.h",
         "csrc/cpu/convert.h",
+        "csrc/cpu/reduce.h",
+        "src/fusedoptim/_reduce.pxi",
     ],
 )
 exts = [ext]

@@ -62,8 +62,10 @@ def optimizer_and_options(draw):
     info = R.OPTIMS_BY_NAME[draw(st.sampled_from(sorted(R.OPTIMS_BY_NAME)))]
     if info.name == "SGD":
         kw = draw(sgd_options())
-    else:
+    elif info.name in ("Adam", "AdamW"):
         kw = draw(adam_options(adamw=info.name == "AdamW"))
+    else:  # the family: the registry's option sets
+        kw = dict(draw(st.sampled_from(info.configs)).kwargs)
     return info, kw
 
 
@@ -118,10 +120,10 @@ def _draw_case(data):
 def test_float32_matches_torch_fused(data):
     info, kw, case, steps, grad_fn, override, label = _draw_case(data)
     dtype = torch.float32
-    ref = R.run_trajectory(info.torch_cls, dict(kw, fused=True), case, dtype, steps=steps, grad_fn=grad_fn,
-                           override=override, grads_like_param=True)[0]
+    ref = R.run_trajectory(info.torch_cls, dict(kw, **R.oracle_flags(info)), case, dtype, steps=steps,
+                           grad_fn=grad_fn, override=override, grads_like_param=info.fused_oracle)[0]
     fo = R.run_trajectory(info.fo_cls, kw, case, dtype, steps=steps, grad_fn=grad_fn, override=override)[0]
-    R.compare_trajectories(fo, ref, R.fp32_mode(), label)
+    R.compare_trajectories(fo, ref, R.oracle_mode(info), label)
 
 
 @SETTINGS
@@ -149,12 +151,12 @@ def test_single_tensor_any_size_float32(n, data):
     steps = data.draw(st.integers(1, 4), label="steps")
     grad_fn = data.draw(grad_plans(steps), label="grads")
     outs = []
-    for cls, extra in ((info.fo_cls, {}), (info.torch_cls, {"fused": True})):
+    for cls, extra in ((info.fo_cls, {}), (info.torch_cls, R.oracle_flags(info))):
         p = torch.nn.Parameter(torch.randn(n, generator=torch.Generator().manual_seed(n)))
         opt = cls([p], **kw, **extra)
         for s in range(steps):
             p.grad = grad_fn(s, 0, p.shape, p.dtype)
             opt.step()
         outs.append((p.detach().clone(), dict(opt.state[p])))
-    R.compare_tensor(outs[0][0], outs[1][0], R.fp32_mode(), f"{info.name}{kw} n={n}")
-    R.compare_state(outs[0][1], outs[1][1], R.fp32_mode(), f"{info.name}{kw} n={n}")
+    R.compare_tensor(outs[0][0], outs[1][0], R.oracle_mode(info), f"{info.name}{kw} n={n}")
+    R.compare_state(outs[0][1], outs[1][1], R.oracle_mode(info), f"{info.name}{kw} n={n}")

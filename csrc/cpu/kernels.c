@@ -272,7 +272,7 @@ int fo_group_step(fo_group *g)
     step_ctx ctx = {g, FO_PASS_MAIN};
     const int64_t units = g->unit_off[g->n], blocks = g->blk_off[g->n];
     const int64_t bgrain = (g_grain + FO_RBLOCK - 1) / FO_RBLOCK;
-    hp->grad_mul = (hp->maximize ? -1.0 : 1.0) * (double)(float)hp->clip_coef;
+    hp->grad_mul = (hp->maximize ? -1.0 : 1.0) * hp->clip_coef;
     hp->grad_norm = 0.0;
     if (hp->max_grad_norm > 0.0) {
         /* one read of the grads: the group's norm, then the update scales
@@ -285,7 +285,7 @@ int fo_group_step(fo_group *g)
         if (hp->grad_scale != NULL) norm /= (double)*hp->grad_scale;
         hp->grad_norm = norm;
         double coef = hp->max_grad_norm / (norm + 1e-6);
-        if (coef < 1.0 || coef != coef) hp->grad_mul *= (double)(float)coef;
+        if (coef < 1.0 || coef != coef) hp->grad_mul *= coef;
     }
     pre_pass(g);
     if (hp->kind == FO_KIND_LAMB) {

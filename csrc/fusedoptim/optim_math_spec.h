@@ -252,7 +252,8 @@ static FO_HD FO_INLINE void FO_NAME(fo_adadelta_elem)(
 
 /* --------------------------------------------------------------- Lion ---- */
 /* c = beta1*m + (1-beta1)*g; p -= lr*sign(c); m = beta2*m + (1-beta2)*g.
- * sign keeps NaN and gives 0 for 0, like torch.sign. */
+ * sign(0) = 0 as torch.sign; sign(NaN) = NaN (torch.sign gives 0, which
+ * would freeze the param silently after a NaN grad). */
 static FO_HD FO_INLINE void FO_NAME(fo_lion_elem)(
     FO_T *p, FO_T *m, FO_T g, const FO_NAME(fo_scalars) *s, const int wd_mode)
 {
@@ -260,8 +261,7 @@ static FO_HD FO_INLINE void FO_NAME(fo_lion_elem)(
     FO_APPLY_WD(pv, g, s, wd_mode);
     FO_T mv = *m;
     FO_T c = FO_NAME(fo_lerp)(mv, g, s->w1, s->w1_minus_1, s->one_minus_w1, 0);
-    FO_T sg = c > 0 ? (FO_T)1 : (c < 0 ? (FO_T)-1 : c * (FO_T)0);
-    sg = (c != c) ? c : sg;
+    FO_T sg = c > 0 ? (FO_T)1 : (c < 0 ? (FO_T)-1 : (c != c ? c : (FO_T)0));
     *p = FO_FMA(sg, s->neg_lr, pv);
     FO_T w2 = s->one_minus_beta2;
     *m = FO_NAME(fo_lerp)(mv, g, w2, w2 - (FO_T)1, (FO_T)1 - w2, 0);

@@ -235,8 +235,8 @@ ctypedef struct PMeta:              # a plan param's metadata, cached at build
 ctypedef struct StateRef:
     PyObject *dict               # the param's state dict (borrowed; kept alive by state_refs)
     int nkeys
-    PyObject *keys[4]
-    PyObject *vals[4]
+    PyObject *keys[8]
+    PyObject *vals[8]
 
 cdef inline uintptr_t _ptr(t) except? 0:
     return 0 if t is None else <uintptr_t>t.data_ptr()
@@ -338,8 +338,8 @@ cdef class Plan:
         t.sr = sr
         t.index = <int32_t>i
         t.flag = 0
-        if len(state_ref) > 5:
-            raise ValueError("at most 4 state tensors per param")
+        if len(state_ref) > 9:
+            raise ValueError("at most 8 state tensors per param")
         cdef StateRef *r = &self.sref[i]
         r.dict = <PyObject *>state_ref[0] if state_ref else NULL
         r.nkeys = len(state_ref) - 1 if state_ref else 0
@@ -525,3 +525,4 @@ def roofline(list rw, list ro):
     cdef int64_t nn = n
     with nogil:
         fo_roofline(w, nrw, r, nro, nn)
+include "_reduce.pxi"

@@ -24,6 +24,7 @@ from .optimizers import LAMB, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion,
 # with fusedoptim's own (a superset with identical behaviour for torch's names).
 lr_scheduler = _importlib.import_module(".lr_scheduler", __name__)
 from .recipes import EarlyStopping, lr_range_test, param_groups, scale_lr  # noqa: E402
+from .clip import clip_grad_norm_, clip_grads_with_norm_, get_total_norm  # noqa: E402,F401
 
 for _name in ("swa_utils",):
     if hasattr(_torch_optim, _name):
@@ -35,5 +36,6 @@ __all__ = sorted(
     set(getattr(_torch_optim, "__all__", []))
     | {"SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta", "Lion",
        "LAMB", "Optimizer", "lr_scheduler", "show_config", "select_isa", "__version__",
-       "EarlyStopping", "lr_range_test", "param_groups", "scale_lr"}
+       "EarlyStopping", "lr_range_test", "param_groups", "scale_lr", "clip_grad_norm_",
+       "clip_grads_with_norm_", "get_total_norm"}
 )

@@ -138,8 +138,12 @@ class FusedOptimizerMixin:
 
     def add_param_group(self, param_group) -> None:
         super().add_param_group(param_group)
-        if hasattr(self, "_fo_plans") or len(self.param_groups) > 0 and "l1_weight_decay" in self.defaults:
-            check_extras(type(self).__name__, self.param_groups[-1])
+        if "l1_weight_decay" in self.defaults:  # after __init__ (which checks its groups itself)
+            try:
+                check_extras(type(self).__name__, self.param_groups[-1])
+            except ValueError:
+                self.param_groups.pop()  # as if never added
+                raise
 
     def __setstate__(self, state) -> None:
         super().__setstate__(state)
@@ -216,6 +220,9 @@ class FusedOptimizerMixin:
     def _fo_init_state(self, group, p):
         """Create p's state lazily (in torch's key order) and bring it to the
         kernel's layout. -> (s0, s1, s2, step, first, ref, master, aux)."""
+        order = self._fo_order(group)
+        if not order and not group.get("master_weights"):
+            return None, None, None, None, False, (), None, None  # torch keeps no state here
         state = self.state[p]
         slots = self._fo_slots(group)
         sdt = self._fo_state_dtype(group, p, state, slots)
@@ -223,7 +230,7 @@ class FusedOptimizerMixin:
         if len(state) == 0 and group.get("fused") and p.dtype != torch.float64:
             from torch.optim.optimizer import _device_dtype_check_for_fused
             _device_dtype_check_for_fused(p)
-        for key in self._fo_order(group):
+        for key in order:
             if key in state:
                 continue
             if key == "step":
@@ -239,11 +246,18 @@ class FusedOptimizerMixin:
                 )
         refs = []
         arrays = []
+        fresh = "step" in state and torch.is_tensor(state["step"]) and float(state["step"]) == 0
         for key in slots:
             if key is None:
                 arrays.append(None)
                 continue
-            t = state[key] = match_layout(p, state[key], sdt)
+            t = state[key]
+            if fresh and t.dtype != sdt and key != "momentum_buffer":
+                # never stepped (torch's Adagrad fills its state in __init__, in
+                # the param's dtype): fill anew in the state dtype, not a cast
+                t = torch.full_like(p, self._fo_fill(group, key), dtype=sdt,
+                                    memory_format=torch.preserve_format)
+            t = state[key] = match_layout(p, t, sdt)
             arrays.append(t)
             refs.append((key, t))
         step = aux = master = None

@@ -32,7 +32,9 @@ class LionTorch(Optimizer):
         m = beta2 * m + (1 - beta2) * g
 
     State per param: ``exp_avg``. With ``decoupled_weight_decay=False`` the
-    decay is coupled L2 (``g += weight_decay * p``) instead.
+    decay is coupled L2 (``g += weight_decay * p``) instead. sign(NaN) is NaN
+    here (torch.sign gives 0, which would freeze a param silently after a
+    NaN grad): NaN propagates as in every other optimizer.
     """
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *,
@@ -76,7 +78,7 @@ class LionTorch(Optimizer):
                     else:
                         g = g.add(p, alpha=wd)
                 c = m.lerp(g, 1 - beta1)
-                p.add_(torch.sign(c), alpha=-lr)
+                p.add_(torch.where(torch.isnan(c), c, torch.sign(c)), alpha=-lr)
                 m.lerp_(g, 1 - beta2)
         return loss
 
@@ -90,7 +92,9 @@ class LAMBTorch(Optimizer):
         trust = ||p|| / ||u||   (1 if either norm is 0)
         p = p - lr * trust * u
 
-    bc1, bc2 are Adam's bias corrections (1 with ``bias_correction=False``).
+    bc1, bc2 are Adam's bias corrections (1 with ``bias_correction=False``);
+    the norms are exact (accumulated in float64, so a float32 tensor of huge
+    values does not overflow them).
     State per param: ``step``, ``exp_avg``, ``exp_avg_sq``. The decay inside
     ``u`` is LAMB's own (decoupled, the default); ``decoupled_weight_decay=False``
     makes it coupled L2 in the gradient instead.
@@ -147,8 +151,8 @@ class LAMBTorch(Optimizer):
                 u = (m / bc1) / ((v / bc2).sqrt() + eps)
                 if wd != 0 and group["decoupled_weight_decay"]:
                     u = u.add(p, alpha=wd)
-                wn = float(torch.linalg.vector_norm(p.float() if p.dtype in (torch.bfloat16, torch.float16) else p))
-                un = float(torch.linalg.vector_norm(u.float() if u.dtype in (torch.bfloat16, torch.float16) else u))
+                wn = float(torch.linalg.vector_norm(p, dtype=torch.float64))
+                un = float(torch.linalg.vector_norm(u, dtype=torch.float64))
                 trust = wn / un if wn > 0 and un > 0 else 1.0
                 p.add_(u, alpha=-lr * trust)
         return loss
