@@ -12,7 +12,7 @@ import math
 import torch
 from torch.optim.optimizer import _use_grad_for_differentiable
 
-from . import _C
+from . import _C, _cuda
 from ._validate import check_grad, check_group_devices, check_param_dtype, check_state_dict, is_dense
 
 _NATIVE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -388,14 +388,13 @@ class FusedOptimizerMixin:
             coef = None
             if fallback and group.get("max_grad_norm"):
                 coef = self._fo_clip_coef(group, grad_scale)
-            if plan is not None:
+            if plan is not None and plan.n:  # (a group of CUDA params only reads no host scalars here)
                 self._fo_refresh(plan, group)
                 if coef is not None:  # mixed group: the norm spans torch's params too
                     plan.set_clip_coef(coef)
-                if plan.n:
-                    plan.set_amp(grad_scale, None)
-                    plan.run()
-                    torch._C._increment_version(plan.params)
+                plan.set_amp(grad_scale, None)
+                plan.run()
+                torch._C._increment_version(plan.params)
             if fallback:
                 self._fo_torch_fallback(group, fallback, grad_scale, coef)
         return loss
@@ -417,6 +416,9 @@ class FusedOptimizerMixin:
         foreach) CPU kernels mis-update non-contiguous params and grads whose
         strides differ from the param's, so those CPU params take its
         for-loop path whatever the group's flags say."""
+        params, group = _cuda.step_cuda(self, group, params, coef)  # CUDA params: fusedoptim's CUDA kernels
+        if not params:
+            return
         name = type(self).__name__
         for opt in ("master_weights", "stochastic_rounding"):
             if group.get(opt):
