@@ -13,6 +13,8 @@
 #                                 suite under the first runnable ISA (avx512, else
 #                                 avx2, else baseline) and the kernel-numerics files
 #                                 ($FUSEDOPTIM_RELEASE_SUBSET) under the others
+#   FUSEDOPTIM_RELEASE_FULL_ENV   extra VAR=value words for the full-suite run only
+#                                 (.ci/run passes FUSEDOPTIM_SLOW_META=1 there)
 #   FUSEDOPTIM_RELEASE_KEEP=1     keep the work directory (its path is printed)
 #
 # Release wheels are built in the manylinux containers by CI (wheels.yml); this
@@ -145,16 +147,19 @@ for isa in avx512 avx2 baseline; do
     say "FUSEDOPTIM_ISA=$isa: skipped (not compiled for, or not supported by, this CPU)"
     continue
   fi
-  got=$(FUSEDOPTIM_ISA=$isa "$V/python" -c "import fusedoptim; print(fusedoptim._C.get_isa())")
-  [ "$got" = "$isa" ] || die "FUSEDOPTIM_ISA=$isa selected '$got'"
+  extra=()
   if [ "$ran_full" = 0 ] || [ "${FUSEDOPTIM_RELEASE_FULL_ALL:-0}" = 1 ]; then
     files=tests; what="full suite"
+    [ "$ran_full" = 1 ] || read -r -a extra <<<"${FUSEDOPTIM_RELEASE_FULL_ENV:-}"
   else
     files=$SUBSET; what="kernel-numerics subset"
   fi
-  say "pytest ($what) FUSEDOPTIM_ISA=$isa ATEN_CPU_CAPABILITY=${CAP[$isa]}, from the installed wheel"
+  got=$(env "${extra[@]}" FUSEDOPTIM_ISA=$isa "$V/python" -c "import fusedoptim; print(fusedoptim._C.get_isa())")
+  [ "$got" = "$isa" ] || die "FUSEDOPTIM_ISA=$isa selected '$got'"
+  env "${extra[@]}" "$V/python" -c "from fusedoptim import _config; print('tensor metadata:', _config.config()['tensor_metadata'])"
+  say "pytest ($what) FUSEDOPTIM_ISA=$isa ATEN_CPU_CAPABILITY=${CAP[$isa]} ${extra[*]}, from the installed wheel"
   # shellcheck disable=SC2086
-  FUSEDOPTIM_ISA=$isa ATEN_CPU_CAPABILITY=${CAP[$isa]} "$V/python" -m pytest -q -p no:cacheprovider \
+  env "${extra[@]}" FUSEDOPTIM_ISA=$isa ATEN_CPU_CAPABILITY=${CAP[$isa]} "$V/python" -m pytest -q -p no:cacheprovider \
     --rootdir "$WORK/run" $files
   ran_full=1
 done
