@@ -157,7 +157,7 @@ for isa in avx512 avx2 baseline; do
   got=$(env "${extra[@]}" FUSEDOPTIM_ISA=$isa "$V/python" -c "import fusedoptim; print(fusedoptim._C.get_isa())")
   [ "$got" = "$isa" ] || die "FUSEDOPTIM_ISA=$isa selected '$got'"
   env "${extra[@]}" "$V/python" -c "from fusedoptim import _config; print('tensor metadata:', _config.config()['tensor_metadata'])"
-  say "pytest ($what) FUSEDOPTIM_ISA=$isa ATEN_CPU_CAPABILITY=${CAP[$isa]} ${extra[*]}, from the installed wheel"
+  say "pytest ($what) FUSEDOPTIM_ISA=$isa ATEN_CPU_CAPABILITY=${CAP[$isa]}${extra[*]:+ ${extra[*]}}, from the installed wheel"
   # shellcheck disable=SC2086
   env "${extra[@]}" FUSEDOPTIM_ISA=$isa ATEN_CPU_CAPABILITY=${CAP[$isa]} "$V/python" -m pytest -q -p no:cacheprovider \
     --rootdir "$WORK/run" $files
