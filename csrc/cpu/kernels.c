@@ -100,6 +100,11 @@ int fo_set_isa(int isa)
 }
 
 int fo_get_isa(void) { return g_isa; }
+
+int fo_compiled_isas(void)
+{
+    return (1 << FO_ISA_BASELINE) | (FO_X86 ? (1 << FO_ISA_AVX2) | (1 << FO_ISA_AVX512) : 0);
+}
 void fo_set_parallel_for(fo_parallel_for_t fn) { g_pfor = fn; }
 int fo_has_parallel_for(void) { return g_pfor != NULL; }
 fo_parallel_for_t fo_get_parallel_for(void) { return g_pfor; }

@@ -81,6 +81,7 @@ int fo_has_parallel_for(void);
 int fo_cpu_supports(int isa);
 int fo_set_isa(int isa);          /* returns 0 on success, -1 if the CPU lacks it */
 int fo_get_isa(void);
+int fo_compiled_isas(void);       /* bit (1 << FO_ISA_*) per variant compiled in */
 int64_t fo_get_grain(void);
 void fo_set_grain(int64_t units);
 

@@ -84,6 +84,7 @@ cdef extern from "kernels.h" nogil:
     int fo_cpu_supports(int isa)
     int fo_set_isa(int isa)
     int fo_get_isa()
+    int fo_compiled_isas()
     int64_t fo_get_grain()
     void fo_set_grain(int64_t units)
     int64_t fo_group_finalize(fo_group *g)
@@ -124,11 +125,9 @@ def get_isa():
             return k
 
 def compiled_isas():
-    """Variants compiled into this extension."""
-    import platform
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        return ["avx512", "avx2", "baseline"]
-    return ["baseline"]
+    """Variants compiled into this extension (as the C code reports them)."""
+    cdef int mask = fo_compiled_isas()
+    return [k for k in ("avx512", "avx2", "baseline") if mask & (1 << ISA_NAMES[k])]
 
 def set_parallel_for(uintptr_t addr):
     fo_set_parallel_for(<fo_parallel_for_t>addr)
