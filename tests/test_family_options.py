@@ -498,3 +498,21 @@ def test_torch_bf16_checkpoint_loads_and_continues_like_torch():
     ours.step()
     mode = R.fp32_mode()
     R.compare_tensor(q.detach().float(), p.detach().float(), mode, "after load")
+
+
+def test_adagrad_sparse_grads_take_torchs_path():
+    """Sparse grads (nn.Embedding(sparse=True)) keep working through torch's
+    own sparse Adagrad, with the same results."""
+    e1 = torch.nn.Embedding(10, 3, sparse=True)
+    e2 = torch.nn.Embedding(10, 3, sparse=True)
+    e2.load_state_dict(e1.state_dict())
+    a = fusedoptim.Adagrad(e1.parameters(), lr=0.1)
+    b = torch.optim.Adagrad(e2.parameters(), lr=0.1)
+    for _ in range(3):
+        for emb, opt in ((e1, a), (e2, b)):
+            opt.zero_grad()
+            emb(torch.tensor([1, 2, 2, 5])).sum().backward()
+            assert emb.weight.grad.is_sparse
+            opt.step()
+    R.assert_bitwise_equal(e1.weight.detach(), e2.weight.detach(), "sparse Adagrad")
+    assert not torch.equal(e1.weight.detach()[1], torch.zeros(3))
