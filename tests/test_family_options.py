@@ -306,24 +306,34 @@ def test_stochastic_rounding_keeps_nan_and_inf():
     assert v[4] == 2.0
 
 
-def test_stochastic_rounding_independent_of_threads():
+def _one_vs_two_threads(run):
+    """run() under 1 and under 2 threads, the kernel's parallel grain at one
+    unit so that every split point moves: the two results."""
     old_grain, old_threads = fusedoptim._C.get_grain(), torch.get_num_threads()
     outs = []
     try:
         fusedoptim._C.set_grain(16)
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            torch.manual_seed(3)
-            p = torch.nn.Parameter(torch.randn(5000).bfloat16())
-            opt = fusedoptim.AdamW([p], lr=1e-2, stochastic_rounding=True)
-            for s in range(3):
-                p.grad = torch.randn(5000, generator=torch.Generator().manual_seed(s)).bfloat16()
-                opt.step()
-            outs.append(p.detach().float())
+            outs.append(run())
     finally:
         fusedoptim._C.set_grain(old_grain)
         torch.set_num_threads(old_threads)
-    R.assert_bitwise_equal(outs[0], outs[1], "1 vs 2 threads")
+    return outs
+
+
+def test_stochastic_rounding_independent_of_threads():
+    def run():
+        torch.manual_seed(3)
+        p = torch.nn.Parameter(torch.randn(5000).bfloat16())
+        opt = fusedoptim.AdamW([p], lr=1e-2, stochastic_rounding=True)
+        for s in range(3):
+            p.grad = torch.randn(5000, generator=torch.Generator().manual_seed(s)).bfloat16()
+            opt.step()
+        return p.detach().float()
+
+    a, b = _one_vs_two_threads(run)
+    R.assert_bitwise_equal(a, b, "1 vs 2 threads")
 
 
 # ------------------------------------------------------------- clipping in step ---
@@ -353,24 +363,17 @@ def test_max_grad_norm_is_clip_then_step(info):
 
 
 def test_max_grad_norm_independent_of_threads():
-    old_grain, old_threads = fusedoptim._C.get_grain(), torch.get_num_threads()
-    outs = []
-    try:
-        fusedoptim._C.set_grain(16)
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            ps = [torch.nn.Parameter(torch.randn(3001, generator=torch.Generator().manual_seed(i)))
-                  for i in range(3)]
-            opt = fusedoptim.LAMB(ps, lr=1e-2, weight_decay=0.01, max_grad_norm=0.5)
-            for s in range(3):
-                for i, p in enumerate(ps):
-                    p.grad = torch.randn(3001, generator=torch.Generator().manual_seed(10 * s + i))
-                opt.step()
-            outs.append([p.detach().clone() for p in ps])
-    finally:
-        fusedoptim._C.set_grain(old_grain)
-        torch.set_num_threads(old_threads)
-    for a, b in zip(*outs):
+    def run():
+        ps = [torch.nn.Parameter(torch.randn(3001, generator=torch.Generator().manual_seed(i)))
+              for i in range(3)]
+        opt = fusedoptim.LAMB(ps, lr=1e-2, weight_decay=0.01, max_grad_norm=0.5)
+        for s in range(3):
+            for i, p in enumerate(ps):
+                p.grad = torch.randn(3001, generator=torch.Generator().manual_seed(10 * s + i))
+            opt.step()
+        return [p.detach().clone() for p in ps]
+
+    for a, b in zip(*_one_vs_two_threads(run)):
         R.assert_bitwise_equal(a, b, "LAMB + max_grad_norm, 1 vs 2 threads")
 
 

@@ -22,7 +22,39 @@ def _check_common(lr, betas, weight_decay, eps=None):
         raise ValueError(f"Invalid weight_decay value: {weight_decay}")
 
 
-class LionTorch(Optimizer):
+class _PlainTorch(Optimizer):
+    """Shared frame of the plain-torch optimizers: defaults restored by
+    __setstate__ (older pickles), closure handling, the per-param loop."""
+
+    _LATE_DEFAULTS = dict(maximize=False, decoupled_weight_decay=True, foreach=None, differentiable=False)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for k, v in self._LATE_DEFAULTS.items():
+                group.setdefault(k, v)
+
+    @_use_grad_for_differentiable
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                g = -p.grad if group["maximize"] else p.grad
+                self._update(group, p, g, self.state[p])
+        return loss
+
+    def _update(self, group, p, g, state):
+        raise NotImplementedError
+
+
+class LionTorch(_PlainTorch):
     """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"):
     the sign of an interpolation of momentum and gradient as the update.
 
@@ -45,45 +77,23 @@ class LionTorch(Optimizer):
                         differentiable=differentiable)
         super().__init__(params, defaults)
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("maximize", False)
-            group.setdefault("decoupled_weight_decay", True)
-            group.setdefault("foreach", None)
-            group.setdefault("differentiable", False)
-
-    @_use_grad_for_differentiable
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            lr, wd = float(group["lr"]), group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("Lion does not support sparse gradients")
-                g = -p.grad if group["maximize"] else p.grad
-                state = self.state[p]
-                if len(state) == 0:
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                m = state["exp_avg"]
-                if wd != 0:
-                    if group["decoupled_weight_decay"]:
-                        p.mul_(1 - lr * wd)
-                    else:
-                        g = g.add(p, alpha=wd)
-                c = m.lerp(g, 1 - beta1)
-                p.add_(torch.where(torch.isnan(c), c, torch.sign(c)), alpha=-lr)
-                m.lerp_(g, 1 - beta2)
-        return loss
+    def _update(self, group, p, g, state):
+        beta1, beta2 = group["betas"]
+        lr, wd = float(group["lr"]), group["weight_decay"]
+        if len(state) == 0:
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        m = state["exp_avg"]
+        if wd != 0:
+            if group["decoupled_weight_decay"]:
+                p.mul_(1 - lr * wd)
+            else:
+                g = g.add(p, alpha=wd)
+        c = m.lerp(g, 1 - beta1)
+        p.add_(torch.where(torch.isnan(c), c, torch.sign(c)), alpha=-lr)
+        m.lerp_(g, 1 - beta2)
 
 
-class LAMBTorch(Optimizer):
+class LAMBTorch(_PlainTorch):
     """LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning"):
     Adam's direction scaled per tensor by a trust ratio, for large batches.
 
@@ -110,49 +120,28 @@ class LAMBTorch(Optimizer):
                         differentiable=differentiable)
         super().__init__(params, defaults)
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        for group in self.param_groups:
-            group.setdefault("bias_correction", True)
-            group.setdefault("maximize", False)
-            group.setdefault("decoupled_weight_decay", True)
-            group.setdefault("foreach", None)
-            group.setdefault("differentiable", False)
+    _LATE_DEFAULTS = dict(_PlainTorch._LATE_DEFAULTS, bias_correction=True)
 
-    @_use_grad_for_differentiable
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            lr, wd, eps = float(group["lr"]), group["weight_decay"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("LAMB does not support sparse gradients")
-                g = -p.grad if group["maximize"] else p.grad
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                state["step"] += 1
-                t = float(state["step"])
-                if wd != 0 and not group["decoupled_weight_decay"]:
-                    g = g.add(p, alpha=wd)
-                m.lerp_(g, 1 - beta1)
-                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                bc1 = 1 - beta1**t if group["bias_correction"] else 1.0
-                bc2 = 1 - beta2**t if group["bias_correction"] else 1.0
-                u = (m / bc1) / ((v / bc2).sqrt() + eps)
-                if wd != 0 and group["decoupled_weight_decay"]:
-                    u = u.add(p, alpha=wd)
-                wn = float(torch.linalg.vector_norm(p, dtype=torch.float64))
-                un = float(torch.linalg.vector_norm(u, dtype=torch.float64))
-                trust = wn / un if wn > 0 and un > 0 else 1.0
-                p.add_(u, alpha=-lr * trust)
-        return loss
+    def _update(self, group, p, g, state):
+        beta1, beta2 = group["betas"]
+        lr, wd, eps = float(group["lr"]), group["weight_decay"], group["eps"]
+        if len(state) == 0:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        state["step"] += 1
+        t = float(state["step"])
+        if wd != 0 and not group["decoupled_weight_decay"]:
+            g = g.add(p, alpha=wd)
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        bc1 = 1 - beta1**t if group["bias_correction"] else 1.0
+        bc2 = 1 - beta2**t if group["bias_correction"] else 1.0
+        u = (m / bc1) / ((v / bc2).sqrt() + eps)
+        if wd != 0 and group["decoupled_weight_decay"]:
+            u = u.add(p, alpha=wd)
+        wn = float(torch.linalg.vector_norm(p, dtype=torch.float64))
+        un = float(torch.linalg.vector_norm(u, dtype=torch.float64))
+        trust = wn / un if wn > 0 and un > 0 else 1.0
+        p.add_(u, alpha=-lr * trust)
