@@ -275,9 +275,8 @@ def test_state_lists_create_torch_state(name, kw, keys, nlists):
 def test_build_lock_is_released_when_its_holder_is_killed(tmp_path):
     lock = tmp_path / "k.lock"
     code = textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(ROOT / 'src')!r})
-        from fusedoptim import _cuda
+        import time
+        from fusedoptim import _cuda  # the fusedoptim under test (installed, or PYTHONPATH)
         from pathlib import Path
         with _cuda.build_lock(Path({str(lock)!r})):
             print("held", flush=True)
