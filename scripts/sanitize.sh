@@ -53,10 +53,17 @@ if ! nm -D "$so" | grep -q __asan_; then
   exit 1
 fi
 
-# 2. run the tests against it
-export LD_PRELOAD="$libasan${LD_PRELOAD:+:$LD_PRELOAD}"
-export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:strict_string_checks=1:check_initialization_order=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+# 2. run the tests against it. libstdc++ is preloaded with libasan: torch
+# throws C++ exceptions (every Python-visible torch error), and ASan's
+# __cxa_throw interceptor aborts if libstdc++ was not loaded before it.
+# Reports go to files (pytest captures stderr, an abort would lose them) and
+# are printed below.
+libstdcxx=$(gcc -print-file-name=libstdc++.so.6)
+reports="$dir/reports"
+rm -rf "$reports"; mkdir -p "$reports"
+export LD_PRELOAD="$libasan:$libstdcxx${LD_PRELOAD:+:$LD_PRELOAD}"
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:strict_string_checks=1:check_initialization_order=1:log_path=$reports/asan${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 export PYTHONPATH="$dir/src${PYTHONPATH:+:$PYTHONPATH}"
 export FUSEDOPTIM_EXPECT_SANITIZED="$so"
 
@@ -71,5 +78,15 @@ EOF
 if [ "$#" -eq 0 ]; then
   set -- tests
 fi
-nice -n 10 "$PY" -m pytest -q -p no:cacheprovider "$@"
-echo "== sanitize: no ASan/UBSan report"
+rc=0
+nice -n 10 "$PY" -m pytest -q -p no:cacheprovider "$@" || rc=$?
+if compgen -G "$reports/*" >/dev/null; then
+  for f in "$reports"/*; do echo "== sanitizer report $f:" >&2; cat "$f" >&2; done
+  echo "== sanitize: FAILED: sanitizer reports above (pytest exit $rc)" >&2
+  exit 1
+fi
+if [ "$rc" -ne 0 ]; then
+  echo "== sanitize: FAILED: pytest exit $rc (no sanitizer report)" >&2
+  exit "$rc"
+fi
+echo "== sanitize: tests passed, no ASan/UBSan report"
