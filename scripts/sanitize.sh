@@ -67,6 +67,21 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan
 export PYTHONPATH="$dir/src${PYTHONPATH:+:$PYTHONPATH}"
 export FUSEDOPTIM_EXPECT_SANITIZED="$so"
 
+# canary: the same runtime setup must catch a real overflow in a C extension,
+# else "no report" below would prove nothing
+cat >"$dir/canary.c" <<'CEOF'
+#include <stdlib.h>
+int canary(int i) { int *a = malloc(4 * sizeof(int)); int v = a[i]; free(a); return v; }
+CEOF
+gcc -shared -fPIC -g -fsanitize=address,undefined -o "$dir/canary.so" "$dir/canary.c"
+if "$PY" -c "import ctypes, sys; ctypes.CDLL(sys.argv[1]).canary(4)" "$dir/canary.so" >/dev/null 2>&1 \
+   || ! grep -qs "heap-buffer-overflow" "$reports"/asan.*; then
+  echo "sanitize.sh: the canary heap overflow was not reported: ASan is not active" >&2
+  exit 1
+fi
+rm -f "$reports"/*
+echo "== sanitize: canary heap overflow caught (ASan active)"
+
 "$PY" - <<'EOF'
 import os, fusedoptim
 so = fusedoptim._C.__file__
