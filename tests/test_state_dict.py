@@ -491,3 +491,65 @@ def test_old_checkpoint_with_number_step(name):
         assert torch.is_tensor(opt2.state[w]["step"]) and float(opt2.state[w]["step"]) == 4.0
         outs.append(w.detach().clone())
     R.compare_tensor(outs[0], outs[1], R.fp32_mode(), f"{name} old checkpoint")
+
+
+# ------------------------------------------- checkpoints torch accepts, so do we --
+
+
+def _lenient_numpy_lr(sd, info):
+    import numpy as np
+
+    for g in sd["param_groups"]:
+        g["lr"] = np.float32(g["lr"])
+
+
+def _lenient_list_tuples(sd, info):
+    for g in sd["param_groups"]:
+        for k, v in list(g.items()):
+            if isinstance(v, tuple):
+                g[k] = list(v)
+
+
+def _lenient_tensor_lr(sd, info):
+    for g in sd["param_groups"]:
+        g["lr"] = torch.tensor(float(g["lr"]))
+
+
+def _lenient_old_keys_missing(sd, info):
+    """An old checkpoint: group keys the class's __setstate__ fills in are absent."""
+    from fusedoptim._validate import _setstate_fills
+
+    filled = _setstate_fills(info.fo_cls([torch.nn.Parameter(torch.zeros(1))]))
+    for g in sd["param_groups"]:
+        for k in filled:
+            if k not in ("fused", "foreach"):
+                g.pop(k, None)
+
+
+LENIENT = {"numpy_lr": _lenient_numpy_lr, "list_betas": _lenient_list_tuples, "tensor_lr": _lenient_tensor_lr,
+           "old_keys_missing": _lenient_old_keys_missing}
+
+
+@pytest.mark.parametrize("variant", list(LENIENT))
+@pytest.mark.parametrize("info,config", CONFIG_PICK)
+def test_checkpoints_torch_accepts_load_and_continue_like_torch(info, config, variant):
+    """Validation rejects corruption, not checkpoints torch takes: each variant
+    loads into fusedoptim and into torch (fused) and both continue identically."""
+    opt, params, shape, override = _trained(info, config)
+    base = copy.deepcopy(opt.state_dict())
+    runs = []
+    for cls, flags in ((info.fo_cls, None), (info.torch_cls, {"fused": True})):
+        sd = copy.deepcopy(base)
+        LENIENT[variant](sd, info)
+        o, ps = _build(cls, config.kwargs, shape, override, flags)
+        with torch.no_grad():
+            for p, q in zip(ps, params):
+                p.copy_(q)
+        o.load_state_dict(sd)
+        for g in o.param_groups:  # the checkpoint's flags: pick each side's kernel
+            if "fused" in g:
+                g["fused"] = bool(flags)
+        _steps(o, ps, shape, 3, 5)
+        runs.append((o, ps))
+    _compare_runs(runs[0][0], runs[0][1], runs[1][0], runs[1][1], R.fp32_mode(),
+                  f"{info.name}[{config.id}] {variant}")

@@ -3,6 +3,7 @@ error names the problem (which tensor, what was expected, what was found)."""
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -95,7 +96,8 @@ def _setstate_fills(opt) -> frozenset:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """int, float and other real scalars (numpy's included); not bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and type(v).__name__ != "bool_"
 
 
 def _is_scalar_tensor(v) -> bool:
