@@ -28,6 +28,7 @@ import pytest
 import torch
 
 import fusedoptim
+from fusedoptim._reference import LAMBTorch, LionTorch
 
 # --------------------------------------------------------------------- optimizers --
 
@@ -51,6 +52,14 @@ class OptimInfo:
     group1_override: Callable[[dict], dict]
     # per-param state keys torch creates for a group with these kwargs
     state_keys: Callable[[dict], set]
+    # torch has a fused CPU kernel for it: the float32 oracle is that kernel,
+    # bit for bit; else torch's single-tensor for-loop path within FP32_RTOL
+    fused_oracle: bool = True
+    # steps of a parity trajectory (RAdam rectifies only from step 6 on)
+    steps: int = 5
+    # run on every shape of SHAPES, or only on SHAPES_FAMILY (the loops and
+    # layouts are shared: one kernel's math is what a new optimizer adds)
+    all_shapes: bool = True
 
     def __repr__(self):
         return self.name
@@ -138,7 +147,123 @@ ADAMW_INFO = OptimInfo(
     _adamw_override, _adam_keys,
 )
 
-OPTIMS = (SGD_INFO, ADAM_INFO, ADAMW_INFO)
+def _lr_wd_override(kw, lr=1e-2):
+    return {
+        "lr": kw.get("lr", lr) * 0.37,
+        "weight_decay": 0.03 if kw.get("weight_decay", 0.0) == 0 else 0.0,
+    }
+
+
+def _keys(*always, **cond):
+    """state keys: `always` plus each key in `cond` whose predicate on the
+    group's kwargs holds."""
+    def f(kw):
+        out = set(always)
+        out.update(k for k, pred in cond.items() if pred(kw))
+        return out
+    return f
+
+
+ADAGRAD_INFO = OptimInfo(
+    "Adagrad", fusedoptim.Adagrad, torch.optim.Adagrad,
+    (
+        OptimConfig("default", dict(lr=0.1)),
+        OptimConfig("wd_decay", dict(lr=0.1, weight_decay=0.1, lr_decay=0.01)),
+        OptimConfig("init_eps_max", dict(lr=0.05, initial_accumulator_value=0.1, eps=1e-3, maximize=True)),
+    ),
+    lambda kw: dict(_lr_wd_override(kw, 0.1), lr_decay=0.02), _keys("step", "sum"),
+)
+
+RMSPROP_INFO = OptimInfo(
+    "RMSprop", fusedoptim.RMSprop, torch.optim.RMSprop,
+    (
+        OptimConfig("default", dict(lr=1e-2)),
+        OptimConfig("centered", dict(lr=1e-2, centered=True, alpha=0.9)),
+        OptimConfig("momentum_wd", dict(lr=1e-2, momentum=0.9, weight_decay=0.1)),
+        OptimConfig("all", dict(lr=1e-2, alpha=0.3, eps=1e-4, centered=True, momentum=0.5, weight_decay=0.05,
+                                maximize=True)),
+    ),
+    lambda kw: dict(_lr_wd_override(kw), centered=not kw.get("centered", False),
+                    momentum=0.0 if kw.get("momentum", 0) else 0.7),
+    _keys("step", "square_avg", momentum_buffer=lambda kw: kw.get("momentum", 0) > 0,
+          grad_avg=lambda kw: kw.get("centered", False)),
+    fused_oracle=False, all_shapes=False,
+)
+
+ADAMAX_INFO = OptimInfo(
+    "Adamax", fusedoptim.Adamax, torch.optim.Adamax,
+    (
+        OptimConfig("default", dict(lr=2e-2)),
+        OptimConfig("wd_max", dict(lr=2e-2, weight_decay=0.1, maximize=True)),
+        OptimConfig("betas_eps", dict(lr=2e-2, betas=(0.3, 0.9), eps=1e-3)),
+    ),
+    lambda kw: dict(_lr_wd_override(kw), betas=(0.8, 0.99)), _keys("step", "exp_avg", "exp_inf"),
+    fused_oracle=False, all_shapes=False,
+)
+
+NADAM_INFO = OptimInfo(
+    "NAdam", fusedoptim.NAdam, torch.optim.NAdam,
+    (
+        OptimConfig("default", dict(lr=2e-2)),
+        OptimConfig("wd", dict(lr=2e-2, weight_decay=0.1, momentum_decay=0.01)),
+        OptimConfig("decoupled_max", dict(lr=2e-2, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+        OptimConfig("betas", dict(lr=2e-2, betas=(0.3, 0.9), eps=1e-4)),
+    ),
+    lambda kw: dict(_lr_wd_override(kw), betas=(0.8, 0.99)),
+    _keys("step", "mu_product", "exp_avg", "exp_avg_sq"),
+    fused_oracle=False, all_shapes=False,
+)
+
+RADAM_INFO = OptimInfo(
+    "RAdam", fusedoptim.RAdam, torch.optim.RAdam,
+    (
+        OptimConfig("default", dict(lr=1e-2)),
+        OptimConfig("wd", dict(lr=1e-2, weight_decay=0.1)),
+        OptimConfig("decoupled_max", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+        OptimConfig("fast_rect", dict(lr=1e-2, betas=(0.5, 0.8), eps=1e-4)),
+    ),
+    lambda kw: dict(_lr_wd_override(kw), betas=(0.8, 0.95)), _keys("step", "exp_avg", "exp_avg_sq"),
+    fused_oracle=False, steps=9, all_shapes=False,
+)
+
+ADADELTA_INFO = OptimInfo(
+    "Adadelta", fusedoptim.Adadelta, torch.optim.Adadelta,
+    (
+        OptimConfig("default", dict()),
+        OptimConfig("wd_max", dict(lr=0.5, weight_decay=0.1, maximize=True)),
+        OptimConfig("rho", dict(lr=1.0, rho=0.5, eps=1e-3)),
+    ),
+    lambda kw: dict(_lr_wd_override(kw, 1.0), rho=0.7), _keys("step", "square_avg", "acc_delta"),
+    fused_oracle=False, all_shapes=False,
+)
+
+LION_INFO = OptimInfo(
+    "Lion", fusedoptim.Lion, LionTorch,
+    (
+        OptimConfig("default", dict(lr=1e-3)),
+        OptimConfig("wd_max", dict(lr=1e-3, weight_decay=0.1, maximize=True)),
+        OptimConfig("coupled_betas", dict(lr=1e-3, weight_decay=0.1, decoupled_weight_decay=False,
+                                          betas=(0.3, 0.6))),
+    ),
+    lambda kw: dict(_lr_wd_override(kw, 1e-3), betas=(0.95, 0.98)), _keys("exp_avg"),
+    fused_oracle=False, all_shapes=False,
+)
+
+LAMB_INFO = OptimInfo(
+    "LAMB", fusedoptim.LAMB, LAMBTorch,
+    (
+        OptimConfig("default", dict(lr=1e-2)),
+        OptimConfig("wd", dict(lr=1e-2, weight_decay=0.1)),
+        OptimConfig("coupled_nobc_max", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=False,
+                                             bias_correction=False, maximize=True)),
+    ),
+    lambda kw: dict(_lr_wd_override(kw), betas=(0.8, 0.99)), _keys("step", "exp_avg", "exp_avg_sq"),
+    fused_oracle=False, all_shapes=False,
+)
+
+OPTIMS = (SGD_INFO, ADAM_INFO, ADAMW_INFO, ADAGRAD_INFO, RMSPROP_INFO, ADAMAX_INFO, NADAM_INFO,
+          RADAM_INFO, ADADELTA_INFO, LION_INFO, LAMB_INFO)
+
 OPTIMS_BY_NAME = {o.name: o for o in OPTIMS}
 
 
@@ -148,7 +273,9 @@ def optim_configs():
 
 
 def optim_config_params():
-    return [pytest.param(o, c, id=f"{o.name}-{c.id}") for o, c in optim_configs()]
+    subset = os.environ.get("FUSEDOPTIM_PARITY_SUBSET", "") == "isa"
+    return [pytest.param(o, c, id=f"{o.name}-{c.id}") for o, c in optim_configs()
+            if not (subset and not o.fused_oracle and c is not o.configs[0])]
 
 
 # ---------------------------------------------------------------------- dtypes --
@@ -212,6 +339,10 @@ SHAPES = (
 )
 
 
+# the subset the family's optimizers run on (see OptimInfo.all_shapes)
+SHAPES_FAMILY_IDS = ("0d", "5", "45", "33x7", "empty", "T33x7_gradC", "33x7_gradT", "70001")
+
+
 def shape_params(shapes=SHAPES):
     out = []
     for s in shapes:
@@ -224,9 +355,16 @@ def parity_cases(shapes=SHAPES):
     """pytest params (info, config, shape) over the registry product, with
     `slow` marks on the big shapes (see ShapeCase.slow / .medium)."""
     out = []
+    subset = os.environ.get("FUSEDOPTIM_PARITY_SUBSET", "") == "isa"
     for o in OPTIMS:
         for i, c in enumerate(o.configs):
+            if subset and not o.fused_oracle and i > 0:
+                # per-ISA reruns (.ci/run): every option set where torch's fused
+                # kernel is the bit-exact oracle, the first of the rest
+                continue
             for sh in shapes:
+                if not o.all_shapes and sh.id not in SHAPES_FAMILY_IDS and not sh.slow:
+                    continue
                 slow = sh.slow or (sh.medium and i not in (0, len(o.configs) - 1))
                 out.append(pytest.param(o, c, sh, id=f"{o.name}-{c.id}-{sh.id}",
                                         marks=(pytest.mark.slow,) if slow else ()))
@@ -469,6 +607,27 @@ def compare_trajectories(actual, expected, mode, label="", state=True, rtol=None
 
 def fp32_mode() -> str:
     return "bitwise" if isa_matches() else "close"
+
+
+def oracle_flags(info) -> dict:
+    """torch flags of an optimizer's float32 oracle run: its fused CPU kernel
+    where torch has one, else its for-loop path."""
+    return {"fused": True} if info.fused_oracle else {"foreach": False}
+
+
+def oracle_mode(info) -> str:
+    """How float32 results compare with that oracle."""
+    return fp32_mode() if info.fused_oracle else "close"
+
+
+#: fusedoptim's own options, which its param groups carry on top of torch's
+EXTRA_GROUP_KEYS = ("l1_weight_decay", "state_dtype", "master_weights", "stochastic_rounding",
+                    "max_grad_norm", "decoupled_weight_decay")
+
+
+def torch_group_view(fo_group: dict, torch_group: dict) -> dict:
+    """fusedoptim's param group without the options torch's group lacks."""
+    return {k: v for k, v in fo_group.items() if k in torch_group or k not in EXTRA_GROUP_KEYS}
 
 
 # ----------------------------------------------------------------- special values --

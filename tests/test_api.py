@@ -40,26 +40,49 @@ def _assert_same_params(a, b, what, mode=None):
 # ------------------------------------------------------------- signatures --------
 
 
-@pytest.mark.parametrize("name", NAMES)
+# every torch.optim class fusedoptim replaces
+TORCH_NAMES = ["SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta"]
+EXTRAS = {"l1_weight_decay": 0.0, "state_dtype": None, "master_weights": False,
+          "stochastic_rounding": False, "max_grad_norm": None}
+
+
+def _extras(name):
+    """fusedoptim's own options for this class, with their defaults."""
+    e = dict(EXTRAS)
+    torch_opt = getattr(torch.optim, name)([torch.nn.Parameter(torch.zeros(1))])
+    if "decoupled_weight_decay" not in torch_opt.defaults:
+        e["decoupled_weight_decay"] = False
+    return e
+
+
+@pytest.mark.parametrize("name", TORCH_NAMES)
 def test_signature_matches_torch(name):
+    """torch's parameters, in torch's order with torch's kinds and defaults,
+    then fusedoptim's options as keyword-only parameters."""
     fo, th = _pair(name)
-    assert inspect.signature(fo) == inspect.signature(th)
-    assert inspect.signature(fo.__init__) == inspect.signature(th.__init__)
     params = list(inspect.signature(th.__init__).parameters.values())
     got = list(inspect.signature(fo.__init__).parameters.values())
-    assert [(p.name, p.kind, p.default) for p in got] == [(p.name, p.kind, p.default) for p in params]
+    n = len(params)
+    assert [(p.name, p.kind, p.default) for p in got[:n]] == [(p.name, p.kind, p.default) for p in params]
+    extra = {p.name: p.default for p in got[n:]}
+    assert extra == _extras(name)
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in got[n:])
+    assert list(inspect.signature(fo).parameters)[: n - 1] == list(inspect.signature(th).parameters)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TORCH_NAMES)
 def test_defaults_and_groups_match_torch(name):
+    """torch's defaults and group keys, plus fusedoptim's options."""
     fo, th = _pair(name)
     p = torch.nn.Parameter(torch.zeros(3))
     a, b = fo([p]), th([p])
-    assert a.defaults == b.defaults
+    assert a.defaults == dict(b.defaults, **_extras(name))
     ga = {k: v for k, v in a.param_groups[0].items() if k != "params"}
     gb = {k: v for k, v in b.param_groups[0].items() if k != "params"}
-    assert ga == gb
-    assert repr(a).replace("fusedoptim", "").split("(", 1)[1] == repr(b).split("(", 1)[1]
+    assert ga == dict(gb, **_extras(name))
+    lines_a = [ln for ln in repr(a).splitlines() if ln.split(":")[0].strip() not in _extras(name)
+               or ln.split(":")[0].strip() in b.defaults]
+    assert "\n".join(lines_a).replace("fusedoptim", "").split("(", 1)[1] == repr(b).split("(", 1)[1]
 
 
 POSITIONAL = {
@@ -74,7 +97,7 @@ def test_positional_arguments(name):
     fo, th = _pair(name)
     p = torch.nn.Parameter(torch.zeros(3))
     a, b = fo([p], *POSITIONAL[name]), th([p], *POSITIONAL[name])
-    assert a.param_groups[0].keys() == b.param_groups[0].keys()
+    assert a.param_groups[0].keys() == b.param_groups[0].keys() | _extras(name).keys()
     for k in b.param_groups[0]:
         if k != "params":
             assert a.param_groups[0][k] == b.param_groups[0][k], k

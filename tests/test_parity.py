@@ -13,6 +13,11 @@ Oracles:
            test_parity_float32) and with torch's for-loop path on the real
            layout (tolerance).
   float64  torch's for-loop path (foreach=False) within 1e-12 relative.
+  Optimizers torch has no fused CPU kernel for (RMSprop, Adamax, NAdam, RAdam,
+  Adadelta; Lion and LAMB, whose oracle is fusedoptim._reference's plain-torch
+  implementation): float32 against torch's for-loop path within 1e-5
+  relative (the fused kernel rounds once where torch's op-by-op path rounds
+  each op), float64 as above.
 
 Run once per matching ISA pair, e.g.
     FUSEDOPTIM_ISA=avx2 ATEN_CPU_CAPABILITY=avx2 pytest tests/test_parity.py
@@ -66,8 +71,21 @@ def test_parity_float32(info, config, shape):
     override = info.group1_override(config.kwargs)
     label = f"{info.name}[{config.id}] {shape.id} fp32 isa={R.fo_isa()}/{R.torch_isa()}"
     mode = R.fp32_mode()
+    steps = info.steps
 
-    fo, fo_opt, fo_params = R.run_trajectory(info.fo_cls, config.kwargs, shape, dtype, override=override)
+    fo, fo_opt, fo_params = R.run_trajectory(info.fo_cls, config.kwargs, shape, dtype, override=override,
+                                             steps=steps)
+    if not info.fused_oracle:
+        loop, loop_opt, loop_params = R.run_trajectory(
+            info.torch_cls, _forloop(config.kwargs), shape, dtype, override=override, steps=steps
+        )
+        R.compare_trajectories(fo, loop, "close", f"{label} vs torch for-loop")
+        _check_state_dict_keys(fo_opt, loop_opt, label)
+        _check_state_layout(info, fo_params, fo_opt, loop_params, loop_opt, label)
+        for k, kw in ((0, config.kwargs), (3, dict(config.kwargs, **override))):
+            st = fo_opt.state.get(fo_params[k]) or {}
+            assert set(st) == info.state_keys(kw), f"{label} P{k}: state keys {sorted(st)}"
+        return
     # torch fused where it is valid: every grad in its param's layout (for
     # contiguous params and grads that is this very run)
     ref, ref_opt, ref_params = R.run_trajectory(
@@ -79,7 +97,11 @@ def test_parity_float32(info, config, shape):
     for k, kw in ((0, config.kwargs), (3, dict(config.kwargs, **override))):
         st = fo_opt.state.get(fo_params[k]) or {}
         assert set(st) == info.state_keys(kw), f"{label} P{k}: state keys {sorted(st)}"
-    assert not fo_opt.state.get(fo_params[R.NO_GRAD]), f"{label}: state for a param that never had a grad"
+    # state for a param that never had a grad only where torch makes it
+    # eagerly (Adagrad creates its state in the constructor)
+    assert bool(fo_opt.state.get(fo_params[R.NO_GRAD])) == bool(ref_opt.state.get(ref_params[R.NO_GRAD])), (
+        f"{label}: state for the param that never had a grad differs from torch's"
+    )
 
     if not shape.standard:
         # torch fused on contiguous clones (same values). Bit-exact only where
@@ -110,9 +132,10 @@ def test_parity_float64(info, config, shape):
     dtype = torch.float64
     override = info.group1_override(config.kwargs)
     label = f"{info.name}[{config.id}] {shape.id} fp64"
-    fo, fo_opt, fo_params = R.run_trajectory(info.fo_cls, config.kwargs, shape, dtype, override=override)
+    fo, fo_opt, fo_params = R.run_trajectory(info.fo_cls, config.kwargs, shape, dtype, override=override,
+                                             steps=info.steps)
     loop, loop_opt, loop_params = R.run_trajectory(
-        info.torch_cls, _forloop(config.kwargs), shape, dtype, override=override
+        info.torch_cls, _forloop(config.kwargs), shape, dtype, override=override, steps=info.steps
     )
     R.compare_trajectories(fo, loop, "close", f"{label} vs torch for-loop",
                            rtol=R.FP64_RTOL, atol=R.FP64_ATOL)
@@ -141,11 +164,17 @@ def test_nan_inf_float32(info, config, shape):
     label = f"{info.name}[{config.id}] {shape.id} specials fp32"
     fo, _, _ = R.run_trajectory(info.fo_cls, config.kwargs, shape, dtype, override=override,
                                 grad_fn=R.special_grad, steps=4)
-    ref, _, _ = R.run_trajectory(info.torch_cls, _fused(config.kwargs), shape, dtype, override=override,
-                                 grad_fn=R.special_grad, steps=4, grads_like_param=True)
+    if info.fused_oracle:
+        ref, _, _ = R.run_trajectory(info.torch_cls, _fused(config.kwargs), shape, dtype, override=override,
+                                     grad_fn=R.special_grad, steps=4, grads_like_param=True)
+        mode = R.fp32_mode()
+    else:
+        ref, _, _ = R.run_trajectory(info.torch_cls, _forloop(config.kwargs), shape, dtype, override=override,
+                                     grad_fn=R.special_grad, steps=4)
+        mode = "close"
     # make sure the specials actually reached the params (the test tests something)
     assert any(torch.isnan(p).any() or torch.isinf(p).any() for p, _ in fo[-1]), label
-    R.compare_trajectories(fo, ref, R.fp32_mode(), label)
+    R.compare_trajectories(fo, ref, mode, label)
 
 
 @pytest.mark.parametrize("info,config", R.optim_config_params())
@@ -330,6 +359,8 @@ def test_non_dense_param(info, config, flags):
     """A param that is a strided (non-dense) view, e.g. every other column:
     whatever path fusedoptim takes for it, the result must be right (torch's
     for-loop path), including when the user passed fused=True."""
+    if "fused" in flags and not info.fused_oracle:
+        pytest.skip(f"torch.optim.{info.name} has no fused option")
     gen = torch.Generator().manual_seed(11)
     base = torch.randn(9, 14, generator=gen)
     grads = [torch.randn(9, 7, generator=gen) for _ in range(3)]

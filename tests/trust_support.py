@@ -29,7 +29,11 @@ _FUSED_ORACLE: dict = {}
 
 
 def has_fused_oracle(info) -> bool:
-    """torch's class takes fused=True and its fused kernel runs on CPU float32."""
+    """torch's fused CPU kernel is the float32 oracle: the registry says so
+    (OptimInfo.fused_oracle) or, for a registry without that field, torch's
+    class takes fused=True and its fused kernel runs on CPU float32."""
+    if hasattr(info, "fused_oracle"):
+        return bool(info.fused_oracle)
     if info.name not in _FUSED_ORACLE:
         _FUSED_ORACLE[info.name] = _probe_fused(info)
     return _FUSED_ORACLE[info.name]

@@ -12,6 +12,7 @@
 #define FO_FMA_D(a, b, c) ((a) * (b) + (c))
 #endif
 
+#define FO_IS_FLOAT 1
 #define FO_T float
 #define FO_NAME(x) FO_CAT(x, FO_CAT(_f32_, FO_ISA))
 #define FO_FMA FO_FMA_F
@@ -22,7 +23,9 @@
 #undef FO_NAME
 #undef FO_FMA
 #undef FO_SQRT
+#undef FO_IS_FLOAT
 
+#define FO_IS_FLOAT 0
 #define FO_T double
 #define FO_NAME(x) FO_CAT(x, FO_CAT(_f64_, FO_ISA))
 #define FO_FMA FO_FMA_D
@@ -33,11 +36,19 @@
 #undef FO_NAME
 #undef FO_FMA
 #undef FO_SQRT
+#undef FO_IS_FLOAT
 
-static void FO_CAT(range_, FO_ISA)(const fo_hparams *hp, const fo_tensor *t, int64_t b, int64_t e)
+static void FO_CAT(range_, FO_ISA)(const fo_hparams *hp, const fo_tensor *t, int64_t b, int64_t e,
+                                   int pass, double *red)
 {
-    if (t->dtype == FO_DT_F32) FO_CAT(range_f32_, FO_ISA)(hp, t, b, e);
-    else                       FO_CAT(range_f64_, FO_ISA)(hp, t, b, e);
+    if (t->dtype == FO_DT_F64) FO_CAT(range_f64_, FO_ISA)(hp, t, b, e, pass, red);
+    else                       FO_CAT(range_f32_, FO_ISA)(hp, t, b, e, pass, red);
+}
+
+static double FO_CAT(grad_sumsq_, FO_ISA)(const fo_tensor *t, int64_t b, int64_t e)
+{
+    if (t->dtype == FO_DT_F64) return FO_CAT(grad_sumsq_f64_, FO_ISA)(t, b, e);
+    return FO_CAT(grad_sumsq_f32_, FO_ISA)(t, b, e);
 }
 
 /* Same-traffic roofline: one pass that reads every array once and writes the

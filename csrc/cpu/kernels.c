@@ -13,6 +13,7 @@
 
 #include "fusedoptim/optim_math.h"
 #include "kernels.h"
+#include "convert.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FO_X86 1
@@ -49,10 +50,12 @@
 #pragma GCC pop_options
 #endif
 
-typedef void (*fo_range_fn)(const fo_hparams *, const fo_tensor *, int64_t, int64_t);
+typedef void (*fo_range_fn)(const fo_hparams *, const fo_tensor *, int64_t, int64_t, int, double *);
+typedef double (*fo_sumsq_fn)(const fo_tensor *, int64_t, int64_t);
 typedef void (*fo_roof_fn)(float **, int, float **, int, int64_t, int64_t);
 
 static fo_range_fn g_range = range_baseline;
+static fo_sumsq_fn g_sumsq = grad_sumsq_baseline;
 static fo_roof_fn g_roof = roofline_baseline;
 static int g_isa = FO_ISA_BASELINE;
 static fo_parallel_for_t g_pfor = NULL;
@@ -84,10 +87,13 @@ int fo_set_isa(int isa)
     if (!fo_cpu_supports(isa)) return -1;
     switch (isa) {
 #if FO_X86
-    case FO_ISA_AVX512: g_range = range_avx512; g_roof = roofline_avx512; break;
-    case FO_ISA_AVX2:   g_range = range_avx2;   g_roof = roofline_avx2;   break;
+    case FO_ISA_AVX512:
+        g_range = range_avx512; g_sumsq = grad_sumsq_avx512; g_roof = roofline_avx512; break;
+    case FO_ISA_AVX2:
+        g_range = range_avx2; g_sumsq = grad_sumsq_avx2; g_roof = roofline_avx2; break;
 #endif
-    default:            g_range = range_baseline; g_roof = roofline_baseline; break;
+    default:
+        g_range = range_baseline; g_sumsq = grad_sumsq_baseline; g_roof = roofline_baseline; break;
     }
     g_isa = isa;
     return 0;
@@ -100,82 +106,210 @@ fo_parallel_for_t fo_get_parallel_for(void) { return g_pfor; }
 int64_t fo_get_grain(void) { return g_grain; }
 void fo_set_grain(int64_t units) { g_grain = units > 0 ? units : 1; }
 
-void fo_group_finalize(fo_group *g)
+int64_t fo_group_finalize(fo_group *g)
 {
-    int64_t acc = 0;
+    int64_t acc = 0, blk = 0;
     g->unit_off[0] = 0;
+    g->blk_off[0] = 0;
     for (int64_t i = 0; i < g->n; i++) {
-        acc += (g->t[i].numel + FO_UNIT - 1) / FO_UNIT;
+        int64_t units = (g->t[i].numel + FO_UNIT - 1) / FO_UNIT;
+        acc += units;
+        blk += (units + FO_RBLOCK - 1) / FO_RBLOCK;
         g->unit_off[i + 1] = acc;
+        g->blk_off[i + 1] = blk;
     }
+    return blk;
 }
+
+/* the tensor whose [off[i], off[i+1]) contains x (tensors with 0 units skipped) */
+static int64_t find_tensor(const int64_t *off, int64_t n, int64_t x)
+{
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (off[mid + 1] <= x) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+typedef struct { fo_group *g; int pass; } step_ctx;
 
 /* Worker: units [ub, ue) of the group's virtual concatenation. */
 static void group_worker(int64_t ub, int64_t ue, void *ctx)
 {
-    const fo_group *g = (const fo_group *)ctx;
+    const step_ctx *c = (const step_ctx *)ctx;
+    const fo_group *g = c->g;
     const int64_t *off = g->unit_off;
-    /* first tensor whose unit range contains ub (tensors with 0 units are skipped) */
-    int64_t lo = 0, hi = g->n - 1;
-    while (lo < hi) {
-        int64_t mid = (lo + hi) / 2;
-        if (off[mid + 1] <= ub) lo = mid + 1;
-        else hi = mid;
-    }
     const fo_range_fn range = g_range;
-    for (int64_t i = lo; i < g->n && off[i] < ue; i++) {
+    for (int64_t i = find_tensor(off, g->n, ub); i < g->n && off[i] < ue; i++) {
         const fo_tensor *t = &g->t[i];
         int64_t b = (ub > off[i] ? ub - off[i] : 0) * FO_UNIT;
         int64_t e = ((ue < off[i + 1] ? ue : off[i + 1]) - off[i]) * FO_UNIT;
         if (e > t->numel) e = t->numel;
-        if (b < e) range(&g->hp, t, b, e);
+        if (b < e) range(&g->hp, t, b, e, c->pass, NULL);
     }
 }
 
-static void run_parallel(int64_t total_units, fo_parallel_fn fn, void *ctx)
+/* Worker over reduction blocks [bb, be): each block's partial sums go to
+ * partial[2*blk], partial[2*blk+1], computed by one thread in a fixed order. */
+static void block_worker(int64_t bb, int64_t be, void *ctx)
+{
+    const step_ctx *c = (const step_ctx *)ctx;
+    fo_group *g = c->g;
+    const int64_t *off = g->blk_off;
+    for (int64_t i = find_tensor(off, g->n, bb); i < g->n && off[i] < be; i++) {
+        const fo_tensor *t = &g->t[i];
+        int64_t k0 = bb > off[i] ? bb : off[i];
+        int64_t k1 = be < off[i + 1] ? be : off[i + 1];
+        for (int64_t k = k0; k < k1; k++) {
+            int64_t b = (k - off[i]) * FO_RBLOCK * FO_UNIT;
+            int64_t e = b + FO_RBLOCK * FO_UNIT;
+            if (e > t->numel) e = t->numel;
+            double red[2] = {0.0, 0.0};
+            if (c->pass == FO_PASS_LAMB_A) g_range(&g->hp, t, b, e, FO_PASS_LAMB_A, red);
+            else red[0] = g_sumsq(t, b, e);
+            g->partial[2 * k] = red[0];
+            g->partial[2 * k + 1] = red[1];
+        }
+    }
+}
+
+static void run_parallel(int64_t total_units, int64_t grain, fo_parallel_fn fn, void *ctx)
 {
     if (total_units <= 0) return;
-    if (g_pfor == NULL || total_units <= g_grain) {
+    if (g_pfor == NULL || total_units <= grain) {
         fn(0, total_units, ctx);
         return;
     }
-    g_pfor(0, total_units, g_grain, fn, ctx);
+    g_pfor(0, total_units, grain, fn, ctx);
 }
 
-static double read_step(const fo_tensor *t)
+static double read_scalar(const void *x, int f64)
 {
-    return t->step_f64 ? *(double *)t->step : (double)*(float *)t->step;
+    return f64 ? *(const double *)x : (double)*(const float *)x;
 }
 
-static void bump_step(fo_tensor *t)
+static double bump_step(fo_tensor *t)
 {
+    if (t->step == NULL) return 0.0;
     if (t->step_f64) *(double *)t->step += 1.0;
     else *(float *)t->step += 1.0f;
+    return read_scalar(t->step, t->step_f64);
 }
 
-void fo_group_step(fo_group *g)
+/* Per-tensor scalars that depend on the step, in double as torch computes
+ * them (t: the step after the increment). */
+static void pre_pass(fo_group *g)
 {
-    const fo_hparams *hp = &g->hp;
-    if (hp->kind == FO_KIND_ADAM) {
-        /* Scalars in double, as torch: step_size = lr / (1 - beta1^t),
-         * bc2_sqrt = sqrt(1 - beta2^t). Reused while consecutive steps agree. */
-        double last = -1.0, step_size = 0.0, bc2_sqrt = 0.0;
-        for (int64_t i = 0; i < g->n; i++) {
-            fo_tensor *t = &g->t[i];
-            bump_step(t);
-            double s = read_step(t);
-            if (s != last) {
-                step_size = hp->lr / (1.0 - pow(hp->beta1, s));
-                bc2_sqrt = sqrt(1.0 - pow(hp->beta2, s));
-                last = s;
-            }
-            t->sc0 = step_size;
-            t->sc1 = bc2_sqrt;
+    fo_hparams *hp = &g->hp;
+    const double b1 = hp->beta1, b2 = hp->beta2, lr = hp->lr;
+    double last = -1.0, c[4] = {0, 0, 0, 0};
+    int flag = 0;
+    for (int64_t i = 0; i < g->n; i++) {
+        fo_tensor *t = &g->t[i];
+        double s = bump_step(t);
+        if (hp->kind == FO_KIND_NADAM) {
+            /* mu_product is per param state (a float32 scalar in torch):
+             * updated in its own precision, then read back as torch does */
+            double mu = b1 * (1.0 - 0.5 * pow(0.96, s * hp->momentum_decay));
+            double mu_next = b1 * (1.0 - 0.5 * pow(0.96, (s + 1.0) * hp->momentum_decay));
+            double prod;
+            if (t->aux_f64) prod = *(double *)t->aux *= mu;
+            else prod = *(float *)t->aux *= (float)mu;
+            t->sc[0] = -lr * (1.0 - mu) / (1.0 - prod);
+            t->sc[1] = (-lr * mu_next) / (1.0 - prod * mu_next);
+            t->sc[2] = 1.0 - pow(b2, s);
+            continue;
         }
+        if (s != last) {
+            last = s;
+            flag = 0;
+            switch (hp->kind) {
+            case FO_KIND_ADAM:      /* step_size, sqrt of bias correction 2 */
+                c[0] = -(lr / (1.0 - pow(b1, s)));
+                c[1] = sqrt(1.0 - pow(b2, s));
+                break;
+            case FO_KIND_ADAGRAD:   /* torch's fused kernel: step read as float */
+                c[0] = lr / (1.0 + (s - 1.0) * hp->lr_decay);
+                break;
+            case FO_KIND_ADAMAX:
+                c[0] = -(lr / (1.0 - pow(b1, s)));
+                break;
+            case FO_KIND_RADAM: {
+                double bc1 = 1.0 - pow(b1, s), bc2 = 1.0 - pow(b2, s);
+                double rho_inf = 2.0 / (1.0 - b2) - 1.0;
+                double rho_t = rho_inf - 2.0 * s * pow(b2, s) / bc2;
+                c[0] = bc1;
+                c[1] = lr;
+                c[2] = sqrt(bc2);
+                c[3] = 0.0;
+                if (rho_t > 5.0) {
+                    flag = 1;
+                    c[3] = sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
+                                ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t));
+                }
+                break;
+            }
+            case FO_KIND_LAMB:
+                c[0] = hp->bias_correction ? 1.0 - pow(b1, s) : 1.0;
+                c[1] = hp->bias_correction ? 1.0 - pow(b2, s) : 1.0;
+                break;
+            default:
+                break;
+            }
+        }
+        t->flag = flag;
+        for (int k = 0; k < 4; k++) t->sc[k] = c[k];
     }
-    run_parallel(g->unit_off[g->n], group_worker, g);
+}
+
+int fo_group_step(fo_group *g)
+{
+    fo_hparams *hp = &g->hp;
+    if (hp->found_inf != NULL && *hp->found_inf != 0.0f)
+        return 1;   /* AMP: inf/NaN in the scaled grads, nothing changes */
+    step_ctx ctx = {g, FO_PASS_MAIN};
+    const int64_t units = g->unit_off[g->n], blocks = g->blk_off[g->n];
+    const int64_t bgrain = (g_grain + FO_RBLOCK - 1) / FO_RBLOCK;
+    hp->grad_mul = (hp->maximize ? -1.0 : 1.0) * hp->clip_coef;
+    hp->grad_norm = 0.0;
+    if (hp->max_grad_norm > 0.0) {
+        /* one read of the grads: the group's norm, then the update scales
+         * them in registers (clip coefficient as torch's clip_grad_norm_) */
+        ctx.pass = -1;
+        run_parallel(blocks, bgrain, block_worker, &ctx);
+        double ss = 0.0;
+        for (int64_t k = 0; k < blocks; k++) ss += g->partial[2 * k];
+        double norm = sqrt(ss);
+        if (hp->grad_scale != NULL) norm /= (double)*hp->grad_scale;
+        hp->grad_norm = norm;
+        double coef = hp->max_grad_norm / (norm + 1e-6);
+        if (coef < 1.0 || coef != coef) hp->grad_mul *= coef;
+    }
+    pre_pass(g);
+    if (hp->kind == FO_KIND_LAMB) {
+        /* pass A: moments, and per-tensor ||p||^2, ||u||^2 from fixed blocks */
+        ctx.pass = FO_PASS_LAMB_A;
+        run_parallel(blocks, bgrain, block_worker, &ctx);
+        for (int64_t i = 0; i < g->n; i++) {
+            double wn = 0.0, un = 0.0;
+            for (int64_t k = g->blk_off[i]; k < g->blk_off[i + 1]; k++) {
+                wn += g->partial[2 * k];
+                un += g->partial[2 * k + 1];
+            }
+            wn = sqrt(wn);
+            un = sqrt(un);
+            double trust = (wn > 0.0 && un > 0.0) ? wn / un : 1.0;
+            g->t[i].sc[2] = -hp->lr * trust;
+        }
+        ctx.pass = FO_PASS_LAMB_B;
+        /* the grads were unscaled (and stored back) in pass A */
+    }
+    run_parallel(units, g_grain, group_worker, &ctx);
     if (hp->kind == FO_KIND_SGD)
         for (int64_t i = 0; i < g->n; i++) g->t[i].first = 0;
+    return 0;
 }
 
 typedef struct { float **rw; int nrw; float **ro; int nro; int64_t n; } roof_ctx;
@@ -191,5 +325,5 @@ static void roof_worker(int64_t ub, int64_t ue, void *ctx)
 void fo_roofline(float **rw, int nrw, float **ro, int nro, int64_t n)
 {
     roof_ctx c = {rw, nrw, ro, nro, n};
-    run_parallel((n + FO_UNIT - 1) / FO_UNIT, roof_worker, &c);
+    run_parallel((n + FO_UNIT - 1) / FO_UNIT, g_grain, roof_worker, &c);
 }

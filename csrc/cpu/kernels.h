@@ -9,32 +9,56 @@ extern "C" {
 
 /* storage dtypes; math is in float for every dtype but float64 */
 enum { FO_DT_F32 = 0, FO_DT_F64 = 1, FO_DT_BF16 = 2, FO_DT_F16 = 3 };
-enum { FO_KIND_SGD = 0, FO_KIND_ADAM = 1 };
+enum {
+    FO_KIND_SGD = 0, FO_KIND_ADAM = 1, FO_KIND_ADAGRAD = 2, FO_KIND_RMSPROP = 3,
+    FO_KIND_ADAMAX = 4, FO_KIND_NADAM = 5, FO_KIND_RADAM = 6, FO_KIND_ADADELTA = 7,
+    FO_KIND_LION = 8, FO_KIND_LAMB = 9
+};
 enum { FO_ISA_BASELINE = 0, FO_ISA_AVX2 = 1, FO_ISA_AVX512 = 2 };
 
 /* Elements are grouped in units of FO_UNIT; threads split work on unit
  * boundaries, so two threads never write the same cache line of a tensor. */
 #define FO_UNIT 16
+/* Reductions (LAMB's norms, max_grad_norm) sum fixed blocks of FO_RBLOCK
+ * units each, combined in a fixed order: results do not depend on threads. */
+#define FO_RBLOCK 64
 
 /* One tensor of a group: pointers are cached between steps except grad. */
 typedef struct {
     void *param, *grad;
-    void *s0, *s1, *s2;  /* SGD: s0 = momentum_buffer.
-                            Adam: s0 = exp_avg, s1 = exp_avg_sq, s2 = max_exp_avg_sq */
+    void *s0, *s1, *s2;  /* state arrays, per optimizer (see kernels.c)       */
+    void *master;        /* float32 master weights (param = rounded image)    */
     void *step;          /* scalar step counter (float or double), or NULL   */
+    void *aux;           /* NAdam's mu_product scalar, or NULL               */
     int64_t numel;
-    int32_t dtype;       /* FO_DT_*                                          */
+    int32_t dtype;       /* param and grad storage: FO_DT_*                  */
+    int32_t sdtype;      /* state storage: FO_DT_*                           */
     int32_t step_f64;    /* step counter is a double                         */
+    int32_t aux_f64;     /* aux scalar is a double                           */
     int32_t first;       /* SGD: momentum buffer not yet initialised         */
-    int32_t pad_;
-    double sc0, sc1;     /* per-tensor scalars filled by the serial pre-pass */
+    int32_t flag;        /* set by the pre-pass (RAdam: rectified this step) */
+    int32_t sr;          /* bfloat16 param stored with stochastic rounding   */
+    int32_t index;       /* position in the group: its random stream         */
+    double sc[4];        /* per-tensor scalars filled by the serial pre-pass */
 } fo_tensor;
 
 typedef struct {
     int32_t kind;        /* FO_KIND_*                                        */
     int32_t wd_mode;     /* FO_WD_* (optim_math.h)                           */
-    int32_t amsgrad, nesterov, maximize, pad_;
+    int32_t amsgrad, nesterov, maximize, centered;
+    int32_t bias_correction;   /* LAMB                                       */
+    int32_t pad_;
     double lr, beta1, beta2, eps, weight_decay, momentum, dampening;
+    double alpha;        /* RMSprop alpha, Adadelta rho                      */
+    double lr_decay, momentum_decay;
+    double l1;           /* L1 weight decay (proximal), 0 = off              */
+    double max_grad_norm;      /* > 0: clip by the group's grad norm         */
+    double clip_coef;          /* a clip coefficient computed by the caller  */
+    const float *grad_scale;   /* AMP: grads /= *grad_scale (stored back)    */
+    const float *found_inf;    /* AMP: the step is skipped when != 0         */
+    uint64_t seed;       /* stochastic rounding: fresh per step              */
+    double grad_norm;    /* out: the group's grad norm (max_grad_norm > 0)   */
+    double grad_mul;     /* internal: -1 for maximize, times the clip coef   */
 } fo_hparams;
 
 typedef struct {
@@ -42,6 +66,8 @@ typedef struct {
     int64_t n;           /* number of tensors                                */
     fo_tensor *t;        /* n entries                                        */
     int64_t *unit_off;   /* n+1 prefix sums of ceil(numel/FO_UNIT)           */
+    int64_t *blk_off;    /* n+1 prefix sums of reduction blocks              */
+    double *partial;     /* 2 * blk_off[n] doubles of scratch                */
 } fo_group;
 
 /* torch's stable C shim: torch_parallel_for(begin, end, grain, fn, ctx). */
@@ -58,12 +84,14 @@ int fo_get_isa(void);
 int64_t fo_get_grain(void);
 void fo_set_grain(int64_t units);
 
-/* Recompute unit_off from the tensors' numel. */
-void fo_group_finalize(fo_group *g);
+/* Recompute unit_off and blk_off from the tensors' numel; returns the number
+ * of reduction blocks (the caller sizes `partial` as 2 doubles per block). */
+int64_t fo_group_finalize(fo_group *g);
 /* One optimizer step over the whole group (thread-safe w.r.t. the GIL: call it
  * with the GIL released). Increments step counters, computes per-tensor
- * scalars, runs the update on torch's pool, clears SGD first-step flags. */
-void fo_group_step(fo_group *g);
+ * scalars, runs the update on torch's pool, clears SGD first-step flags.
+ * Returns 1 if the step was skipped (AMP found_inf), else 0. */
+int fo_group_step(fo_group *g);
 
 /* Same-traffic roofline: rw[j][i] = 0.5f*rw[j][i] + 1 + sum_k ro[k][i], i < n. */
 void fo_roofline(float **rw, int nrw, float **ro, int nro, int64_t n);

@@ -1,128 +1,414 @@
 /*
  * CPU loops over one contiguous range of one tensor, for one instantiation
- * (FO_T x instruction set). Template: included by kernels.c per instantiation
- * after optim_math_spec.h. Option flags reach the loops as literal constants
- * through the switches below, so each combination is its own vectorized loop.
+ * (FO_T x instruction set). Template: included by isa_section.h per
+ * instantiation after optim_math_spec.h. FO_IS_FLOAT is 1 for the float
+ * instantiation (float32, bfloat16 and float16 storage), 0 for double.
+ *
+ * Three layers, batching kept away from the math:
+ *   core      one loop calling one optimizer's fo_<name>_elem; options reach
+ *             it as literal constants through `dispatch`, so each combination
+ *             is its own vectorized loop
+ *   span      a range of one tensor: native storage runs `core` on the
+ *             tensor's memory; bfloat16 / float16 params or state, master
+ *             weights and stochastic rounding run it on float blocks on the
+ *             stack (widen, update, narrow), still one pass over memory
+ *   range     splits a range into torch's vector body and scalar tail
  */
 
-static inline __attribute__((always_inline)) void FO_NAME(sgd_loop)(
-    FO_T *restrict p, const FO_T *restrict g, FO_T *restrict buf, int64_t n,
-    const FO_NAME(fo_sgd_scalars) *s, const int has_wd, const int mode, const int nesterov,
-    const int tail)
+#ifndef FO_LOOPS_ONCE
+#define FO_LOOPS_ONCE
+/* the passes of a step */
+enum { FO_PASS_MAIN = 0, FO_PASS_LAMB_A = 1, FO_PASS_LAMB_B = 2 };
+/* core's kinds: the optimizer kinds plus LAMB's two passes */
+#define FO_CK_LAMB_A 10
+#define FO_CK_LAMB_B 11
+/* block of the converting path: 256 elements x 5 arrays of floats on the stack */
+#define FO_CB 256
+#endif
+
+static void FO_NAME(make_scalars)(const fo_hparams *hp, const fo_tensor *t,
+                                  FO_NAME(fo_scalars) *s)
 {
-    FO_T dummy = 0;
+    s->weight_decay = (FO_T)hp->weight_decay;
+    s->decay = (FO_T)(1.0 - hp->lr * hp->weight_decay);
+    s->l1_thr = (FO_T)(hp->lr * hp->l1);
+    s->neg_lr = (FO_T)(-hp->lr);
+    s->w1 = (FO_T)(1.0 - hp->beta1);
+    s->w1_minus_1 = s->w1 - (FO_T)1;
+    s->one_minus_w1 = (FO_T)1 - s->w1;
+    s->beta1 = (FO_T)hp->beta1;
+    s->beta2 = (FO_T)hp->beta2;
+    s->one_minus_beta2 = (FO_T)(1.0 - hp->beta2);
+    s->eps = (FO_T)hp->eps;
+    s->momentum = (FO_T)hp->momentum;
+    s->one_minus_damp = (FO_T)(1.0 - hp->dampening);
+    s->alpha = (FO_T)hp->alpha;
+    s->one_minus_alpha = (FO_T)(1.0 - hp->alpha);
+    s->wa = (FO_T)(1.0 - hp->alpha);
+    s->wa_minus_1 = s->wa - (FO_T)1;
+    s->one_minus_wa = (FO_T)1 - s->wa;
+    s->c0 = (FO_T)t->sc[0];
+    s->c1 = (FO_T)t->sc[1];
+    s->c2 = (FO_T)t->sc[2];
+    s->c3 = (FO_T)t->sc[3];
+}
+
+/* The loop. State arrays a, b, c per optimizer (NULL where unused):
+ *   SGD      a = momentum_buffer
+ *   Adam     a = exp_avg, b = exp_avg_sq, c = max_exp_avg_sq
+ *   Adagrad  a = sum
+ *   RMSprop  a = square_avg, b = grad_avg, c = momentum_buffer
+ *   Adamax   a = exp_avg, b = exp_inf
+ *   NAdam, RAdam, LAMB   a = exp_avg, b = exp_avg_sq   (LAMB pass A: c = u out)
+ *   Adadelta a = square_avg, b = acc_delta
+ *   Lion     a = exp_avg
+ * Grads are multiplied by gmul (-1 for maximize, times the clipping
+ * coefficient of max_grad_norm) in registers only. (AMP's unscaling, which
+ * torch's fused kernels store back into the grads, runs per block just
+ * before: a conditional store in this loop would stop it vectorizing.) */
+static inline __attribute__((always_inline)) void FO_NAME(core)(
+    const int kind, FO_T *restrict p, FO_T *restrict g, FO_T *restrict a, FO_T *restrict b,
+    FO_T *restrict c, const int64_t n, const FO_NAME(fo_scalars) *restrict s_in, const FO_T gmul,
+    const int wd, const int o1, const int o2, const int tail)
+{
+    /* a local copy: provably not aliased by the stores below, so every scalar
+     * (and the lerp's branch on its weight) is hoisted out of the loop */
+    const FO_NAME(fo_scalars) s_local = *s_in;
+    const FO_NAME(fo_scalars) *const s = &s_local;
     for (int64_t i = 0; i < n; i++) {
         FO_T pv = p[i];
-        FO_T bv = (mode == FO_MOM_UPDATE) ? buf[i] : (FO_T)0;
-        FO_NAME(fo_sgd_elem)(&pv, mode != FO_MOM_NONE ? &bv : &dummy, g[i], s, has_wd, mode, nesterov, tail);
-        p[i] = pv;
-        if (mode != FO_MOM_NONE)
-            buf[i] = bv;
+        FO_T gv = 0;
+        if (kind != FO_CK_LAMB_B)
+            gv = g[i] * gmul;
+        switch (kind) {
+        case FO_KIND_SGD: {
+            FO_T bv = (o1 == FO_MOM_UPDATE) ? a[i] : (FO_T)0;
+            FO_NAME(fo_sgd_elem)(&pv, &bv, gv, s, wd, o1, o2, tail);
+            if (o1 != FO_MOM_NONE) a[i] = bv;
+            break;
+        }
+        case FO_KIND_ADAM: {
+            FO_T mv = a[i], vv = b[i], xv = o1 ? c[i] : (FO_T)0;
+            FO_NAME(fo_adam_elem)(&pv, &mv, &vv, &xv, gv, s, wd, o1, tail);
+            a[i] = mv;
+            b[i] = vv;
+            if (o1) c[i] = xv;
+            break;
+        }
+        case FO_KIND_ADAGRAD: {
+            FO_T sv = a[i];
+            FO_NAME(fo_adagrad_elem)(&pv, &sv, gv, s, wd);
+            a[i] = sv;
+            break;
+        }
+        case FO_KIND_RMSPROP: {
+            FO_T sq = a[i], ga = o1 ? b[i] : (FO_T)0, bf = o2 ? c[i] : (FO_T)0;
+            FO_NAME(fo_rmsprop_elem)(&pv, &sq, &ga, &bf, gv, s, wd, o1, o2);
+            a[i] = sq;
+            if (o1) b[i] = ga;
+            if (o2) c[i] = bf;
+            break;
+        }
+        case FO_KIND_ADAMAX: {
+            FO_T mv = a[i], uv = b[i];
+            FO_NAME(fo_adamax_elem)(&pv, &mv, &uv, gv, s, wd);
+            a[i] = mv;
+            b[i] = uv;
+            break;
+        }
+        case FO_KIND_NADAM: {
+            FO_T mv = a[i], vv = b[i];
+            FO_NAME(fo_nadam_elem)(&pv, &mv, &vv, gv, s, wd);
+            a[i] = mv;
+            b[i] = vv;
+            break;
+        }
+        case FO_KIND_RADAM: {
+            FO_T mv = a[i], vv = b[i];
+            FO_NAME(fo_radam_elem)(&pv, &mv, &vv, gv, s, wd, o1);
+            a[i] = mv;
+            b[i] = vv;
+            break;
+        }
+        case FO_KIND_ADADELTA: {
+            FO_T sq = a[i], ac = b[i];
+            FO_NAME(fo_adadelta_elem)(&pv, &sq, &ac, gv, s, wd);
+            a[i] = sq;
+            b[i] = ac;
+            break;
+        }
+        case FO_KIND_LION: {
+            FO_T mv = a[i];
+            FO_NAME(fo_lion_elem)(&pv, &mv, gv, s, wd);
+            a[i] = mv;
+            break;
+        }
+        case FO_CK_LAMB_A: {
+            FO_T mv = a[i], vv = b[i];
+            c[i] = FO_NAME(fo_lamb_moments)(pv, &mv, &vv, gv, s, wd);
+            a[i] = mv;
+            b[i] = vv;
+            break;
+        }
+        case FO_CK_LAMB_B:
+            FO_NAME(fo_lamb_apply)(&pv, FO_NAME(fo_lamb_dir)(pv, a[i], b[i], s, o1), s);
+            break;
+        default:
+            break;
+        }
+        if (kind != FO_CK_LAMB_A)
+            p[i] = FO_NAME(fo_prox_l1)(pv, s->l1_thr);
     }
 }
 
-/* Elements [b, e) of tensor t; tail = 1 for torch's scalar-remainder form. */
-static void FO_NAME(sgd_span)(const fo_hparams *hp, const fo_tensor *t, int64_t b, int64_t e,
-                              const int tail)
+/* Options of kind `ck` for tensor t as (wd, o1, o2). */
+static inline void FO_NAME(options)(const int ck, const fo_hparams *hp, const fo_tensor *t,
+                                    int *wd, int *o1, int *o2)
 {
-    FO_NAME(fo_sgd_scalars) s;
-    s.gsign = hp->maximize ? (FO_T)-1 : (FO_T)1;
-    s.weight_decay = (FO_T)hp->weight_decay;
-    s.momentum = (FO_T)hp->momentum;
-    s.one_minus_damp = (FO_T)(1.0 - hp->dampening);
-    s.neg_lr = (FO_T)(-hp->lr);
-    FO_T *p = (FO_T *)t->param + b;
-    const FO_T *g = (const FO_T *)t->grad + b;
-    FO_T *buf = t->s0 ? (FO_T *)t->s0 + b : NULL;
-    const int64_t n = e - b;
-    const int has_wd = hp->weight_decay != 0.0;
-    const int mode = hp->momentum == 0.0 ? FO_MOM_NONE : (t->first ? FO_MOM_FIRST : FO_MOM_UPDATE);
-    const int nest = hp->nesterov && mode != FO_MOM_NONE;
-#define FO_SGD_CASE(W, M, N)                                                        \
-    case (W) * 6 + (M) * 2 + (N):                                                   \
-        if (tail) FO_NAME(sgd_loop)(p, g, buf, n, &s, W, M, N, 1);                  \
-        else      FO_NAME(sgd_loop)(p, g, buf, n, &s, W, M, N, 0);                  \
+    *wd = (hp->weight_decay == 0.0) ? FO_WD_NONE : hp->wd_mode;
+    *o1 = 0;
+    *o2 = 0;
+    switch (ck) {
+    case FO_KIND_SGD:
+        *o1 = hp->momentum == 0.0 ? FO_MOM_NONE : (t->first ? FO_MOM_FIRST : FO_MOM_UPDATE);
+        *o2 = hp->nesterov && *o1 != FO_MOM_NONE;
         break;
-    switch (has_wd * 6 + mode * 2 + nest) {
-        FO_SGD_CASE(0, 0, 0) FO_SGD_CASE(0, 1, 0) FO_SGD_CASE(0, 1, 1)
-        FO_SGD_CASE(0, 2, 0) FO_SGD_CASE(0, 2, 1)
-        FO_SGD_CASE(1, 0, 0) FO_SGD_CASE(1, 1, 0) FO_SGD_CASE(1, 1, 1)
-        FO_SGD_CASE(1, 2, 0) FO_SGD_CASE(1, 2, 1)
+    case FO_KIND_ADAM: *o1 = hp->amsgrad != 0; break;
+    case FO_KIND_RMSPROP: *o1 = hp->centered != 0; *o2 = hp->momentum > 0.0; break;
+    case FO_KIND_RADAM: *o1 = t->flag != 0; break;
+    case FO_CK_LAMB_B: *o1 = *wd == FO_WD_DECOUPLED; *wd = FO_WD_NONE; break;
+    default: break;
+    }
+}
+
+#define FO_C(K, W, A, B, T)                                                               \
+    case ((K) * 4 + (W)) * 8 + (A) * 2 + (B):                                               \
+        FO_NAME(core)(K, p, g, a, b, c, n, s, gmul, W, A, B, T);                            \
+        return;
+#define FO_C3(K, A, B, T) FO_C(K, 0, A, B, T) FO_C(K, 1, A, B, T) FO_C(K, 2, A, B, T)
+
+/* Runs `core` with the options as literal constants. The tail forms exist
+ * for float only, and only where torch's fused kernel has a scalar tail that
+ * differs from its vector body (SGD, Adam). */
+static void FO_NAME(dispatch)(const int ck, FO_T *p, FO_T *g, FO_T *a, FO_T *b, FO_T *c,
+                              const int64_t n, const FO_NAME(fo_scalars) *s, const FO_T gmul,
+                              const int wd, const int o1, const int o2, const int tail)
+{
+    const int key = (ck * 4 + wd) * 8 + o1 * 2 + o2;
+    (void)tail;
+#if FO_IS_FLOAT
+    if (tail) {
+        switch (key) {
+            FO_C3(FO_KIND_SGD, 0, 0, 1) FO_C3(FO_KIND_SGD, 1, 0, 1) FO_C3(FO_KIND_SGD, 1, 1, 1)
+            FO_C3(FO_KIND_SGD, 2, 0, 1) FO_C3(FO_KIND_SGD, 2, 1, 1)
+            FO_C3(FO_KIND_ADAM, 0, 0, 1) FO_C3(FO_KIND_ADAM, 1, 0, 1)
+            default: break;
+        }
+    }
+#endif
+    switch (key) {
+        FO_C3(FO_KIND_SGD, 0, 0, 0) FO_C3(FO_KIND_SGD, 1, 0, 0) FO_C3(FO_KIND_SGD, 1, 1, 0)
+        FO_C3(FO_KIND_SGD, 2, 0, 0) FO_C3(FO_KIND_SGD, 2, 1, 0)
+        FO_C3(FO_KIND_ADAM, 0, 0, 0) FO_C3(FO_KIND_ADAM, 1, 0, 0)
+        FO_C3(FO_KIND_ADAGRAD, 0, 0, 0)
+        FO_C3(FO_KIND_RMSPROP, 0, 0, 0) FO_C3(FO_KIND_RMSPROP, 0, 1, 0)
+        FO_C3(FO_KIND_RMSPROP, 1, 0, 0) FO_C3(FO_KIND_RMSPROP, 1, 1, 0)
+        FO_C3(FO_KIND_ADAMAX, 0, 0, 0)
+        FO_C3(FO_KIND_NADAM, 0, 0, 0)
+        FO_C3(FO_KIND_RADAM, 0, 0, 0) FO_C3(FO_KIND_RADAM, 1, 0, 0)
+        FO_C3(FO_KIND_ADADELTA, 0, 0, 0)
+        FO_C3(FO_KIND_LION, 0, 0, 0)
+        FO_C3(FO_CK_LAMB_A, 0, 0, 0)
+        FO_C(FO_CK_LAMB_B, 0, 0, 0, 0) FO_C(FO_CK_LAMB_B, 0, 1, 0, 0)
         default: break;
     }
-#undef FO_SGD_CASE
+}
+#undef FO_C
+#undef FO_C3
+
+/* AMP: grads divided by the scale (as torch's fused kernels: a division,
+ * stored back). */
+static void FO_NAME(unscale)(FO_T *restrict g, int64_t n, const FO_T gscale)
+{
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] / gscale;
 }
 
-static inline __attribute__((always_inline)) void FO_NAME(adam_loop)(
-    FO_T *restrict p, const FO_T *restrict g, FO_T *restrict m, FO_T *restrict v,
-    FO_T *restrict vmax, int64_t n, const FO_NAME(fo_adam_scalars) *s,
-    const int wd_mode, const int amsgrad, const int tail)
+/* Sum of squares in double, in a fixed order (8 independent accumulators,
+ * so the loop vectorizes without reassociation). */
+static double FO_NAME(sumsq)(const FO_T *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++) {
-        FO_T pv = p[i], mv = m[i], vv = v[i];
-        FO_T xv = amsgrad ? vmax[i] : (FO_T)0;
-        FO_NAME(fo_adam_elem)(&pv, &mv, &vv, &xv, g[i], s, wd_mode, amsgrad, tail);
-        p[i] = pv;
-        m[i] = mv;
-        v[i] = vv;
-        if (amsgrad)
-            vmax[i] = xv;
-    }
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            acc[k] += (double)x[i + k] * (double)x[i + k];
+    for (int k = 0; i < n; i++, k++)
+        acc[k] += (double)x[i] * (double)x[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-static void FO_NAME(adam_span)(const fo_hparams *hp, const fo_tensor *t, int64_t b, int64_t e,
-                               const int tail)
+#if FO_IS_FLOAT
+/* storage <-> float blocks */
+static inline void FO_NAME(widen)(float *dst, const void *src, int32_t dt, int64_t o, int64_t n)
 {
-    FO_NAME(fo_adam_scalars) s;
-    s.gsign = hp->maximize ? (FO_T)-1 : (FO_T)1;
-    s.weight_decay = (FO_T)hp->weight_decay;
-    s.decay = (FO_T)(1.0 - hp->lr * hp->weight_decay);
-    s.w1 = (FO_T)(1.0 - hp->beta1);
-    s.w1_minus_1 = s.w1 - (FO_T)1;
-    s.one_minus_w1 = (FO_T)1 - s.w1;
-    s.beta2 = (FO_T)hp->beta2;
-    s.one_minus_beta2 = (FO_T)(1.0 - hp->beta2);
-    s.neg_step_size = (FO_T)(-t->sc0);
-    s.bc2_sqrt = (FO_T)t->sc1;
-    s.eps = (FO_T)hp->eps;
-    FO_T *p = (FO_T *)t->param + b;
-    const FO_T *g = (const FO_T *)t->grad + b;
-    FO_T *m = (FO_T *)t->s0 + b;
-    FO_T *v = (FO_T *)t->s1 + b;
-    FO_T *x = t->s2 ? (FO_T *)t->s2 + b : NULL;
-    const int64_t n = e - b;
-    const int wd = (hp->wd_mode == FO_WD_NONE || hp->weight_decay == 0.0) ? FO_WD_NONE : hp->wd_mode;
-    const int ams = hp->amsgrad != 0;
-#define FO_ADAM_CASE(W, A)                                                          \
-    case (W) * 2 + (A):                                                             \
-        if (tail) FO_NAME(adam_loop)(p, g, m, v, x, n, &s, W, A, 1);                \
-        else      FO_NAME(adam_loop)(p, g, m, v, x, n, &s, W, A, 0);                \
-        break;
-    switch (wd * 2 + ams) {
-        FO_ADAM_CASE(0, 0) FO_ADAM_CASE(0, 1) FO_ADAM_CASE(1, 0)
-        FO_ADAM_CASE(1, 1) FO_ADAM_CASE(2, 0) FO_ADAM_CASE(2, 1)
-        default: break;
+    if (dt == FO_DT_BF16) {
+        const uint16_t *x = (const uint16_t *)src + o;
+        for (int64_t i = 0; i < n; i++) dst[i] = fo_bf16_to_f32(x[i]);
     }
-#undef FO_ADAM_CASE
+#if FO_HAVE_F16
+    else if (dt == FO_DT_F16) {
+        const fo_half *x = (const fo_half *)src + o;
+        for (int64_t i = 0; i < n; i++) dst[i] = fo_f16_to_f32(x[i]);
+    }
+#endif
+}
+
+static inline void FO_NAME(narrow)(void *dst, const float *src, int32_t dt, int64_t o, int64_t n)
+{
+    if (dt == FO_DT_BF16) {
+        uint16_t *x = (uint16_t *)dst + o;
+        for (int64_t i = 0; i < n; i++) x[i] = fo_f32_to_bf16(src[i]);
+    }
+#if FO_HAVE_F16
+    else if (dt == FO_DT_F16) {
+        fo_half *x = (fo_half *)dst + o;
+        for (int64_t i = 0; i < n; i++) x[i] = fo_f32_to_f16(src[i]);
+    }
+#endif
+}
+
+static inline void FO_NAME(narrow_sr)(void *dst, const float *src, int64_t o, int64_t n,
+                                      uint32_t k1, uint32_t k2)
+{
+    uint16_t *x = (uint16_t *)dst + o;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = fo_f32_to_bf16_sr(src[i], fo_rand16((uint32_t)(o + i), k1, k2));
+}
+#endif
+
+/* Elements [b, e) of tensor t in pass `pass`; tail = 1 for torch's
+ * scalar-remainder forms. LAMB's pass A adds sum(p^2), sum(u^2) to red[0..1]. */
+static void FO_NAME(span)(const fo_hparams *hp, const fo_tensor *t, int64_t b, int64_t e,
+                          const int tail, const int pass, double *red)
+{
+    FO_NAME(fo_scalars) s;
+    FO_NAME(make_scalars)(hp, t, &s);
+    const int ck = pass == FO_PASS_LAMB_A ? FO_CK_LAMB_A
+                   : pass == FO_PASS_LAMB_B ? FO_CK_LAMB_B : hp->kind;
+    int wd, o1, o2;
+    FO_NAME(options)(ck, hp, t, &wd, &o1, &o2);
+    const FO_T gmul = (FO_T)hp->grad_mul;
+    const int unscale = hp->grad_scale != NULL && pass != FO_PASS_LAMB_B;
+    const FO_T gscale = unscale ? (FO_T)*hp->grad_scale : (FO_T)1;
+    FO_T *P = (FO_T *)t->param, *G = (FO_T *)t->grad;
+    FO_T *A = (FO_T *)t->s0, *B = (FO_T *)t->s1, *C = (FO_T *)t->s2;
+#define FO_OFF(x, o) ((x) ? (x) + (o) : NULL)
+#if FO_IS_FLOAT
+    const int native = t->dtype == FO_DT_F32 && t->sdtype == FO_DT_F32 && !t->master && !t->sr;
+#else
+    const int native = 1;
+#endif
+    if (native && pass != FO_PASS_LAMB_A && !unscale) {
+        FO_NAME(dispatch)(ck, P + b, FO_OFF(G, b), FO_OFF(A, b), FO_OFF(B, b), FO_OFF(C, b),
+                          e - b, &s, gmul, wd, o1, o2, tail);
+        return;
+    }
+    /* blocks on the stack: widen what is not float storage, update, narrow */
+    FO_T pb[FO_CB], gb[FO_CB], ab[FO_CB], bb[FO_CB], cb[FO_CB];
+#if FO_IS_FLOAT
+    const int pconv = t->dtype != FO_DT_F32;   /* param/grad storage is bf16/f16 */
+    const int sconv = t->sdtype != FO_DT_F32;
+    float *M = (float *)t->master;
+    uint32_t k1 = 0, k2 = 0;
+    if (t->sr) {
+        k1 = fo_hash32((uint32_t)hp->seed ^ fo_hash32((uint32_t)t->index * 0x9E3779B9u));
+        k2 = fo_hash32((uint32_t)(hp->seed >> 32) + (uint32_t)t->index);
+    }
+#endif
+    for (int64_t o = b; o < e; o += FO_CB) {
+        const int64_t n = (e - o) < FO_CB ? (e - o) : FO_CB;
+        FO_T *pp, *gp = NULL, *ap = NULL, *bp = NULL, *cp = NULL;
+#if FO_IS_FLOAT
+        if (M) pp = M + o;
+        else if (pconv) { FO_NAME(widen)(pb, P, t->dtype, o, n); pp = pb; }
+        else pp = P + o;
+        if (G && pass != FO_PASS_LAMB_B) {
+            if (pconv) { FO_NAME(widen)(gb, G, t->dtype, o, n); gp = gb; }
+            else gp = G + o;
+        }
+        if (A) { if (sconv) { FO_NAME(widen)(ab, A, t->sdtype, o, n); ap = ab; } else ap = A + o; }
+        if (B) { if (sconv) { FO_NAME(widen)(bb, B, t->sdtype, o, n); bp = bb; } else bp = B + o; }
+        if (C && pass != FO_PASS_LAMB_A) {
+            if (sconv) { FO_NAME(widen)(cb, C, t->sdtype, o, n); cp = cb; } else cp = C + o;
+        }
+#else
+        pp = P + o;
+        gp = FO_OFF(G, o);
+        ap = FO_OFF(A, o);
+        bp = FO_OFF(B, o);
+        cp = pass == FO_PASS_LAMB_A ? NULL : FO_OFF(C, o);
+        (void)pb; (void)gb; (void)ab; (void)bb;
+#endif
+        if (pass == FO_PASS_LAMB_A) {
+            cp = cb;
+            red[0] += FO_NAME(sumsq)(pp, n);
+        }
+        if (unscale && gp)
+            FO_NAME(unscale)(gp, n, gscale);  /* in L1 now; stored back below or in place */
+        FO_NAME(dispatch)(ck, pp, gp, ap, bp, cp, n, &s, gmul, wd, o1, o2, tail);
+        if (pass == FO_PASS_LAMB_A)
+            red[1] += FO_NAME(sumsq)(cb, n);
+#if FO_IS_FLOAT
+        if (unscale && pconv && gp) FO_NAME(narrow)(G, gb, t->dtype, o, n);
+        if (pass != FO_PASS_LAMB_A) {
+            const float *img = M ? M + o : pb;
+            if (M || pconv) {
+                if (t->sr) FO_NAME(narrow_sr)(P, img, o, n, k1, k2);
+                else FO_NAME(narrow)(P, img, t->dtype, o, n);
+            }
+        }
+        if (sconv) {
+            if (A) FO_NAME(narrow)(A, ab, t->sdtype, o, n);
+            if (B) FO_NAME(narrow)(B, bb, t->sdtype, o, n);
+            if (C && pass != FO_PASS_LAMB_A) FO_NAME(narrow)(C, cb, t->sdtype, o, n);
+        }
+#endif
+    }
+#undef FO_OFF
 }
 
 /* Split [b, e) into torch's vector part and its scalar remainder (the last
- * numel % 8 elements of a float tensor: see the spec). float64 follows torch's
- * for-loop implementation, its reference, which has no such remainder: NaN
- * propagates through amsgrad's maximum everywhere. */
-static void FO_NAME(range)(const fo_hparams *hp, const fo_tensor *t, int64_t b, int64_t e)
+ * numel % 8 elements of a float32 tensor: see the spec). float64 follows
+ * torch's for-loop implementation, its reference, which has no such
+ * remainder; bfloat16 / float16 take the vector forms throughout. */
+static void FO_NAME(range)(const fo_hparams *hp, const fo_tensor *t, int64_t b, int64_t e,
+                           const int pass, double *red)
 {
-    const int64_t vec = sizeof(FO_T) == 4 ? 8 : 1;
-    const int64_t tail_start = t->numel - t->numel % vec;
+    const int has_tail = FO_IS_FLOAT && t->dtype == FO_DT_F32 && !t->master &&
+                         (hp->kind == FO_KIND_SGD || hp->kind == FO_KIND_ADAM);
+    const int64_t tail_start = has_tail ? t->numel - t->numel % 8 : t->numel;
     const int64_t mid = e < tail_start ? e : tail_start;
-    const int sgd = hp->kind == FO_KIND_SGD;
-    if (b < mid) {
-        if (sgd) FO_NAME(sgd_span)(hp, t, b, mid, 0);
-        else     FO_NAME(adam_span)(hp, t, b, mid, 0);
+    if (b < mid)
+        FO_NAME(span)(hp, t, b, mid, 0, pass, red);
+    if (tail_start < e)
+        FO_NAME(span)(hp, t, b > tail_start ? b : tail_start, e, 1, pass, red);
+}
+
+/* Sum of squares of the grads [b, e) of tensor t (max_grad_norm). */
+static double FO_NAME(grad_sumsq)(const fo_tensor *t, int64_t b, int64_t e)
+{
+#if FO_IS_FLOAT
+    if (t->dtype != FO_DT_F32) {
+        float buf[FO_CB];
+        double acc = 0.0;
+        for (int64_t o = b; o < e; o += FO_CB) {
+            const int64_t n = (e - o) < FO_CB ? (e - o) : FO_CB;
+            FO_NAME(widen)(buf, t->grad, t->dtype, o, n);
+            acc += FO_NAME(sumsq)(buf, n);
+        }
+        return acc;
     }
-    if (tail_start < e) {
-        int64_t tb = b > tail_start ? b : tail_start;
-        if (sgd) FO_NAME(sgd_span)(hp, t, tb, e, 1);
-        else     FO_NAME(adam_span)(hp, t, tb, e, 1);
-    }
+#endif
+    return FO_NAME(sumsq)((const FO_T *)t->grad + b, e - b);
 }

@@ -14,15 +14,25 @@ from cpython.object cimport PyObject
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.dict cimport PyDict_GetItem
-from libc.stdint cimport int64_t, int32_t, uintptr_t
+from libc.stdint cimport int64_t, int32_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free
 
 cdef extern from "kernels.h" nogil:
     enum:
         FO_DT_F32
         FO_DT_F64
+        FO_DT_BF16
+        FO_DT_F16
         FO_KIND_SGD
         FO_KIND_ADAM
+        FO_KIND_ADAGRAD
+        FO_KIND_RMSPROP
+        FO_KIND_ADAMAX
+        FO_KIND_NADAM
+        FO_KIND_RADAM
+        FO_KIND_ADADELTA
+        FO_KIND_LION
+        FO_KIND_LAMB
         FO_ISA_BASELINE
         FO_ISA_AVX2
         FO_ISA_AVX512
@@ -33,25 +43,40 @@ cdef extern from "kernels.h" nogil:
         void *s0
         void *s1
         void *s2
+        void *master
         void *step
+        void *aux
         int64_t numel
         int32_t dtype
+        int32_t sdtype
         int32_t step_f64
+        int32_t aux_f64
         int32_t first
-        double sc0
-        double sc1
+        int32_t flag
+        int32_t sr
+        int32_t index
+        double sc[4]
     ctypedef struct fo_hparams:
         int32_t kind
         int32_t wd_mode
         int32_t amsgrad
         int32_t nesterov
         int32_t maximize
+        int32_t centered
+        int32_t bias_correction
         double lr, beta1, beta2, eps, weight_decay, momentum, dampening
+        double alpha, lr_decay, momentum_decay, l1, max_grad_norm, clip_coef
+        const float *grad_scale
+        const float *found_inf
+        uint64_t seed
+        double grad_norm
     ctypedef struct fo_group:
         fo_hparams hp
         int64_t n
         fo_tensor *t
         int64_t *unit_off
+        int64_t *blk_off
+        double *partial
     ctypedef void (*fo_parallel_fn)(int64_t, int64_t, void *)
     ctypedef int32_t (*fo_parallel_for_t)(int64_t, int64_t, int64_t, fo_parallel_fn, void *)
     void fo_set_parallel_for(fo_parallel_for_t fn)
@@ -61,13 +86,21 @@ cdef extern from "kernels.h" nogil:
     int fo_get_isa()
     int64_t fo_get_grain()
     void fo_set_grain(int64_t units)
-    void fo_group_finalize(fo_group *g)
-    void fo_group_step(fo_group *g)
+    int64_t fo_group_finalize(fo_group *g)
+    int fo_group_step(fo_group *g)
     void fo_roofline(float **rw, int nrw, float **ro, int nro, int64_t n)
 
 ISA_NAMES = {"baseline": FO_ISA_BASELINE, "avx2": FO_ISA_AVX2, "avx512": FO_ISA_AVX512}
 KIND_SGD = FO_KIND_SGD
 KIND_ADAM = FO_KIND_ADAM
+KIND_ADAGRAD = FO_KIND_ADAGRAD
+KIND_RMSPROP = FO_KIND_RMSPROP
+KIND_ADAMAX = FO_KIND_ADAMAX
+KIND_NADAM = FO_KIND_NADAM
+KIND_RADAM = FO_KIND_RADAM
+KIND_ADADELTA = FO_KIND_ADADELTA
+KIND_LION = FO_KIND_LION
+KIND_LAMB = FO_KIND_LAMB
 UNIT = FO_UNIT
 
 # ---------------------------------------------------------------- ISA / pool --
@@ -202,11 +235,26 @@ ctypedef struct PMeta:              # a plan param's metadata, cached at build
 ctypedef struct StateRef:
     PyObject *dict               # the param's state dict (borrowed; kept alive by state_refs)
     int nkeys
-    PyObject *keys[4]
-    PyObject *vals[4]
+    PyObject *keys[8]
+    PyObject *vals[8]
 
 cdef inline uintptr_t _ptr(t) except? 0:
     return 0 if t is None else <uintptr_t>t.data_ptr()
+
+cdef object _F64 = None
+cdef dict _DT = {}
+
+def _init_dtypes(torch):
+    global _F64, _DT
+    _F64 = torch.float64
+    _DT = {torch.float32: FO_DT_F32, torch.float64: FO_DT_F64,
+           torch.bfloat16: FO_DT_BF16, torch.float16: FO_DT_F16}
+
+cdef int32_t _dt_code(dt) except -1:
+    cdef object c = _DT.get(dt)
+    if c is None:
+        raise TypeError(f"fusedoptim: no kernel for dtype {dt}")
+    return <int32_t>c
 
 cdef class Plan:
     """The cached native description of one parameter group: pointers to every
@@ -240,9 +288,11 @@ cdef class Plan:
         self.slot = <int32_t *>calloc(na + 1, sizeof(int32_t))
         self.g.t = <fo_tensor *>calloc(na + 1, sizeof(fo_tensor))
         self.g.unit_off = <int64_t *>calloc(na + 2, sizeof(int64_t))
+        self.g.blk_off = <int64_t *>calloc(na + 2, sizeof(int64_t))
+        self.g.partial = NULL
         self.sref = <StateRef *>calloc(na + 1, sizeof(StateRef))
         self.pmeta = <PMeta *>calloc(na + 1, sizeof(PMeta))
-        if self.pmeta == NULL or self.slot == NULL or self.g.t == NULL or self.g.unit_off == NULL or self.sref == NULL:
+        if self.pmeta == NULL or self.slot == NULL or self.g.t == NULL or self.g.unit_off == NULL or self.sref == NULL or self.g.blk_off == NULL:
             raise MemoryError()
         self.g.n = 0
 
@@ -256,6 +306,8 @@ cdef class Plan:
         free(self.sref)
         free(self.g.t)
         free(self.g.unit_off)
+        free(self.g.blk_off)
+        free(self.g.partial)
 
     def mark(self, Py_ssize_t j, int32_t how):
         """Entry j of params_all: -2 = no grad, -1 = served by the fallback."""
@@ -263,22 +315,31 @@ cdef class Plan:
         if how == -1:
             self.fallback.append(self.params_all[j])
 
-    def add(self, Py_ssize_t j, p, s0, s1, s2, step, bint first, tuple state_ref):
-        """Entry j of params_all is updated natively, with these state tensors."""
+    def add(self, Py_ssize_t j, p, s0, s1, s2, step, bint first, tuple state_ref,
+            master=None, aux=None, bint sr=False):
+        """Entry j of params_all is updated natively, with these state tensors
+        (s0..s2 per optimizer, all of one dtype), optional float32 master
+        weights, NAdam's mu_product scalar `aux`, and stochastic rounding."""
         cdef Py_ssize_t i = self.g.n, k
         cdef fo_tensor *t = &self.g.t[i]
-        import torch
         t.param = <void *>_ptr(p)
         t.s0 = <void *>_ptr(s0)
         t.s1 = <void *>_ptr(s1)
         t.s2 = <void *>_ptr(s2)
+        t.master = <void *>_ptr(master)
         t.step = <void *>_ptr(step)
-        t.step_f64 = step is not None and step.dtype == torch.float64
+        t.aux = <void *>_ptr(aux)
+        t.step_f64 = step is not None and step.dtype == _F64
+        t.aux_f64 = aux is not None and aux.dtype == _F64
         t.numel = p.numel()
-        t.dtype = FO_DT_F64 if p.dtype == torch.float64 else FO_DT_F32
+        t.dtype = _dt_code(p.dtype)
+        t.sdtype = t.dtype if s0 is None else _dt_code(s0.dtype)
         t.first = first
-        if len(state_ref) > 5:
-            raise ValueError("at most 4 state tensors per param")
+        t.sr = sr
+        t.index = <int32_t>i
+        t.flag = 0
+        if len(state_ref) > 9:
+            raise ValueError("at most 8 state tensors per param")
         cdef StateRef *r = &self.sref[i]
         r.dict = <PyObject *>state_ref[0] if state_ref else NULL
         r.nkeys = len(state_ref) - 1 if state_ref else 0
@@ -306,11 +367,17 @@ cdef class Plan:
         self.g.n += 1
 
     def finalize(self):
-        fo_group_finalize(&self.g)
+        cdef int64_t blocks = fo_group_finalize(&self.g)
+        free(self.g.partial)
+        self.g.partial = <double *>calloc(2 * blocks + 2, sizeof(double))
+        if self.g.partial == NULL:
+            raise MemoryError()
 
     def set_hparams(self, int wd_mode, bint amsgrad, bint nesterov, bint maximize, double lr,
                     double beta1, double beta2, double eps, double weight_decay,
-                    double momentum, double dampening):
+                    double momentum, double dampening, double alpha=0.0, double lr_decay=0.0,
+                    double momentum_decay=0.0, double l1=0.0, double max_grad_norm=0.0,
+                    bint centered=False, bint bias_correction=True):
         self.g.hp.wd_mode = wd_mode
         self.g.hp.amsgrad = amsgrad
         self.g.hp.nesterov = nesterov
@@ -322,6 +389,34 @@ cdef class Plan:
         self.g.hp.weight_decay = weight_decay
         self.g.hp.momentum = momentum
         self.g.hp.dampening = dampening
+        self.g.hp.alpha = alpha
+        self.g.hp.lr_decay = lr_decay
+        self.g.hp.momentum_decay = momentum_decay
+        self.g.hp.l1 = l1
+        self.g.hp.max_grad_norm = max_grad_norm
+        self.g.hp.clip_coef = 1.0
+        self.g.hp.centered = centered
+        self.g.hp.bias_correction = bias_correction
+
+    def set_amp(self, grad_scale, found_inf):
+        """GradScaler's tensors (contiguous CPU float32 scalars, checked by
+        the caller) or None: kept alive by the caller for the step."""
+        self.g.hp.grad_scale = <const float *><uintptr_t>(0 if grad_scale is None else grad_scale.data_ptr())
+        self.g.hp.found_inf = <const float *><uintptr_t>(0 if found_inf is None else found_inf.data_ptr())
+
+    def set_clip_coef(self, double coef):
+        """Clip by a coefficient the caller computed (a group whose norm spans
+        params the kernels do not serve) instead of the kernel's own norm."""
+        self.g.hp.max_grad_norm = 0.0
+        self.g.hp.clip_coef = coef
+
+    def set_seed(self, uint64_t seed):
+        self.g.hp.seed = seed
+
+    @property
+    def grad_norm(self):
+        """The group's grad norm of the last step (when max_grad_norm is set)."""
+        return self.g.hp.grad_norm
 
     @property
     def n(self):
@@ -403,9 +498,12 @@ cdef class Plan:
         return True
 
     def run(self):
-        """One fused step over the whole group, with the GIL released."""
+        """One fused step over the whole group, with the GIL released.
+        Returns True if AMP's found_inf made it skip."""
+        cdef int skipped
         with nogil:
-            fo_group_step(&self.g)
+            skipped = fo_group_step(&self.g)
+        return skipped != 0
 
 def roofline(list rw, list ro):
     """Same-traffic roofline kernel: reads every array once and writes the rw
@@ -427,3 +525,4 @@ def roofline(list rw, list ro):
     cdef int64_t nn = n
     with nogil:
         fo_roofline(w, nrw, r, nro, nn)
+include "_reduce.pxi"

@@ -104,6 +104,7 @@ def info() -> dict:
     return dict(_state, isa=_C.get_isa())
 
 
+_C._init_dtypes(torch)
 _lib = _libtorch_cpu()
 _wire_pool(_lib)
 _wire_fast_meta(_lib)

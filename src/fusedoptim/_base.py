@@ -1,17 +1,35 @@
 """The machinery shared by every fused optimizer: per-group native plans,
 validation before any change, torch's own path for what the kernels do not
-serve, version-counter bumps. The optimizer classes only say how their state
-looks and how their hyper-parameters reach the kernel."""
+serve, version-counter bumps, and the options fusedoptim adds to every
+optimizer (L1 decay, state dtype, master weights, stochastic rounding,
+in-step clipping, AMP). The optimizer classes only declare their state and
+how their hyper-parameters reach the kernel."""
 from __future__ import annotations
+
+import inspect
+import math
 
 import torch
 from torch.optim.optimizer import _use_grad_for_differentiable
 
-from . import _C
+from . import _C, _cuda
 from ._validate import check_grad, check_group_devices, check_param_dtype, check_state_dict, is_dense
 
-_NATIVE_DTYPES = (torch.float32, torch.float64)
+_NATIVE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_LOW = (torch.bfloat16, torch.float16)
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+_WD_NONE, _WD_COUPLED, _WD_DECOUPLED = 0, 1, 2
+
+#: Options fusedoptim adds to every optimizer (keyword-only; stored in each
+#: param group like torch's own options, so they can differ per group).
+EXTRA_DEFAULTS = dict(
+    l1_weight_decay=0.0,
+    state_dtype=None,
+    master_weights=False,
+    stochastic_rounding=False,
+    max_grad_norm=None,
+)
+_STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 def native_param(p: torch.Tensor) -> bool:
@@ -25,48 +43,155 @@ def native_param(p: torch.Tensor) -> bool:
     )
 
 
-def match_layout(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """State tensor with exactly p's dtype, device and strides (a copy only if
-    it differs, e.g. a contiguous checkpoint tensor for a transposed param)."""
-    if t.dtype == p.dtype and t.device == p.device and (p.numel() <= 1 or t.stride() == p.stride()):
+def match_layout(p: torch.Tensor, t: torch.Tensor, dtype=None) -> torch.Tensor:
+    """State tensor with exactly p's device and strides and the given dtype
+    (default p's): a copy only if it differs, e.g. a contiguous checkpoint
+    tensor for a transposed param."""
+    dtype = p.dtype if dtype is None else dtype
+    if t.dtype == dtype and t.device == p.device and (p.numel() <= 1 or t.stride() == p.stride()):
         return t
-    return torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
+    return torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format).copy_(t)
+
+
+def check_extras(name: str, group) -> None:
+    """Validate fusedoptim's own options of one group (torch's own were
+    validated by torch's constructor)."""
+    l1 = group.get("l1_weight_decay", 0.0)
+    if not isinstance(l1, (int, float)) or not 0.0 <= l1 < math.inf:
+        raise ValueError(f"Invalid l1_weight_decay value: {l1}")
+    sd = group.get("state_dtype")
+    if sd not in _STATE_DTYPES:
+        raise ValueError(
+            f"Invalid state_dtype value: {sd!r}; expected None, torch.float32, torch.bfloat16, "
+            f"torch.float16 or torch.float64"
+        )
+    mgn = group.get("max_grad_norm")
+    if mgn is not None and (not isinstance(mgn, (int, float)) or not 0.0 < mgn < math.inf):
+        raise ValueError(f"Invalid max_grad_norm value: {mgn} (expected None or a positive number)")
+    for opt in ("master_weights", "stochastic_rounding"):
+        if not isinstance(group.get(opt, False), bool):
+            raise ValueError(f"Invalid {opt} value: {group.get(opt)!r} (expected True or False)")
+    if group.get("master_weights") and group.get("stochastic_rounding"):
+        raise ValueError(
+            f"{name}: master_weights=True and stochastic_rounding=True cannot be combined: with "
+            f"fp32 master weights the param is their round-to-nearest image"
+        )
+    for p in group["params"]:
+        dt = p.dtype
+        if group.get("stochastic_rounding") and dt != torch.bfloat16:
+            raise ValueError(
+                f"{name}: stochastic_rounding=True needs bfloat16 params, got a param of dtype {dt} "
+                f"(shape {tuple(p.shape)})"
+            )
+        if group.get("master_weights") and dt not in _LOW:
+            raise ValueError(
+                f"{name}: master_weights=True needs bfloat16 or float16 params, got a param of dtype "
+                f"{dt} (shape {tuple(p.shape)}); float32/float64 params are their own master copy"
+            )
+        if sd is not None and p.is_floating_point():
+            if (dt == torch.float64) != (sd == torch.float64):
+                raise ValueError(
+                    f"{name}: state_dtype={sd} cannot be used with a param of dtype {dt} "
+                    f"(float64 params keep float64 state; others keep float32, bfloat16 or float16 state)"
+                )
 
 
 class FusedOptimizerMixin:
     """Mixed in before a torch.optim class: keeps its constructor, validation,
-    defaults, state_dict and hooks; replaces `step` with the fused kernels."""
+    defaults, state_dict and hooks; replaces `step` with the fused kernels.
+
+    Each optimizer declares:
+      _fo_kind                  its kernel (_C.KIND_*)
+      _fo_slots(group)          the state arrays the kernel reads, (s0, s1, s2)
+                                state keys or None
+      _fo_order(group)          every state key in torch's creation order
+                                ("step" and "mu_product" are scalars)
+      _fo_fill(group, key)      initial value of a state array (default 0)
+      _fo_hparams(group)        keyword arguments of Plan.set_hparams
+    """
 
     _fo_kind: int = -1
-    _fo_sparse_ok = False  # SGD serves sparse grads through torch's path
+    _fo_sparse_ok = False  # SGD, Adagrad serve sparse grads through torch's path
+    _fo_torch_decoupled = True  # torch's class has decoupled_weight_decay itself
+    _step_supports_amp_scaling = True  # GradScaler hands grad_scale/found_inf to step
+
+    def __init__(self, params, *args, **kwargs):
+        extras = {k: kwargs.pop(k) for k in list(kwargs) if k in self._fo_extra_defaults()}
+        super().__init__(params, *args, **kwargs)
+        defaults = dict(self._fo_extra_defaults())
+        defaults.update(extras)
+        name = type(self).__name__
+        check_extras(name, dict(defaults, params=[]))
+        self.defaults.update(defaults)
+        for group in self.param_groups:
+            for k, v in defaults.items():
+                group.setdefault(k, v)
+            check_extras(name, group)
+        self._step_supports_amp_scaling = True
+
+    @classmethod
+    def _fo_extra_defaults(cls):
+        d = dict(EXTRA_DEFAULTS)
+        if not cls._fo_torch_decoupled:
+            d["decoupled_weight_decay"] = False
+        return d
+
+    def add_param_group(self, param_group) -> None:
+        super().add_param_group(param_group)
+        if "l1_weight_decay" in self.defaults:  # after __init__ (which checks its groups itself)
+            try:
+                check_extras(type(self).__name__, self.param_groups[-1])
+            except ValueError:
+                self.param_groups.pop()  # as if never added
+                raise
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for k, v in self._fo_extra_defaults().items():
+                group.setdefault(k, v)
+        self.__dict__.pop("_fo_plans", None)
 
     # -- what each optimizer defines -------------------------------------------------
-    def _fo_key(self, group):  # options that change the shape of the plan
+    def _fo_slots(self, group):
         raise NotImplementedError
 
-    def _fo_init_state(self, group, p):
-        """-> (s0, s1, s2, step, first, ref) creating p's state lazily, where ref
-        is (state dict, (key, tensor), ...) for the per-step identity check, or
-        () for an optimizer that keeps no state for p."""
+    def _fo_order(self, group):
         raise NotImplementedError
 
-    def _fo_set_hparams(self, plan, group):
-        raise NotImplementedError
+    def _fo_fill(self, group, key) -> float:
+        return 0.0
 
-    def _fo_torch_step(self, group, params):
-        """torch's own implementation, for params the kernels do not serve."""
-        raise NotImplementedError
-
-    def _fo_state_keys(self, group):
-        """(required, optional) per-param state keys, for load_state_dict checks."""
+    def _fo_hparams(self, group) -> dict:
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------
+    @staticmethod
+    def _fo_wd_mode(group) -> int:
+        if group["weight_decay"] == 0:
+            return _WD_NONE
+        return _WD_DECOUPLED if group.get("decoupled_weight_decay") else _WD_COUPLED
+
+    def _fo_key(self, group):
+        """Options that change the shape of the plan (the state it points at)."""
+        return (
+            self._fo_slots(group),
+            group.get("state_dtype"),
+            bool(group.get("master_weights")),
+            bool(group.get("stochastic_rounding")),
+        )
+
+    def _fo_state_keys(self, group):
+        """(required, optional) per-param state keys, for load_state_dict checks."""
+        req = tuple(k for k in self._fo_order(group) if k is not None)
+        return req, ("master_param",)
+
     def _fo_native_group(self, group) -> bool:
         return not group.get("differentiable", False) and not group.get("capturable", False)
 
     def _fo_check_group(self, group) -> None:
         """Every check a group's grads must pass, changing nothing (phase 1)."""
+        check_extras(type(self).__name__, group)
         self._fo_check_params([p for p in group["params"] if p.grad is not None])
 
     def _fo_check_params(self, with_grad) -> None:
@@ -77,11 +202,85 @@ class FusedOptimizerMixin:
             if not (self._fo_sparse_ok and p.grad.is_sparse):
                 check_grad(name, p, p.grad)
 
+    def _fo_state_dtype(self, group, p, state, slots):
+        """The dtype of p's state arrays: the group's state_dtype if set, else
+        what the state already has (a checkpoint's fp32 state stays fp32),
+        else p's dtype."""
+        sd = group.get("state_dtype")
+        if sd is not None:
+            return sd
+        for k in slots:
+            t = state.get(k) if k else None
+            if torch.is_tensor(t) and t.is_floating_point():
+                if (t.dtype == torch.float64) == (p.dtype == torch.float64):
+                    return t.dtype
+                break
+        return p.dtype
+
+    def _fo_init_state(self, group, p):
+        """Create p's state lazily (in torch's key order) and bring it to the
+        kernel's layout. -> (s0, s1, s2, step, first, ref, master, aux)."""
+        order = self._fo_order(group)
+        if not order and not group.get("master_weights"):
+            return None, None, None, None, False, (), None, None  # torch keeps no state here
+        state = self.state[p]
+        slots = self._fo_slots(group)
+        sdt = self._fo_state_dtype(group, p, state, slots)
+        first = False
+        if len(state) == 0 and group.get("fused") and p.dtype != torch.float64:
+            from torch.optim.optimizer import _device_dtype_check_for_fused
+            _device_dtype_check_for_fused(p)
+        for key in order:
+            if key in state:
+                continue
+            if key == "step":
+                state["step"] = init_step(group, p)
+            elif key == "mu_product":
+                state["mu_product"] = torch.tensor(1.0, dtype=torch.float32)
+            elif key == "momentum_buffer" and self._fo_kind == _C.KIND_SGD:
+                first = True  # torch: the first buffer is the grad itself
+                state[key] = torch.empty_like(p, dtype=sdt, memory_format=torch.preserve_format)
+            else:
+                state[key] = torch.full_like(
+                    p, self._fo_fill(group, key), dtype=sdt, memory_format=torch.preserve_format
+                )
+        refs = []
+        arrays = []
+        fresh = "step" in state and torch.is_tensor(state["step"]) and float(state["step"]) == 0
+        for key in slots:
+            if key is None:
+                arrays.append(None)
+                continue
+            t = state[key]
+            if fresh and t.dtype != sdt and key != "momentum_buffer":
+                # never stepped (torch's Adagrad fills its state in __init__, in
+                # the param's dtype): fill anew in the state dtype, not a cast
+                t = torch.full_like(p, self._fo_fill(group, key), dtype=sdt,
+                                    memory_format=torch.preserve_format)
+            t = state[key] = match_layout(p, t, sdt)
+            arrays.append(t)
+            refs.append((key, t))
+        step = aux = master = None
+        if "step" in state:
+            step = native_step(state, "step")
+            refs.append(("step", step))
+        if "mu_product" in state:
+            aux = native_step(state, "mu_product")
+            refs.append(("mu_product", aux))
+        if group.get("master_weights"):
+            master = state.get("master_param")
+            if master is None:
+                master = p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
+            state["master_param"] = master = match_layout(p, master, torch.float32)
+            refs.append(("master_param", master))
+        return arrays[0], arrays[1], arrays[2], step, first, (state, *refs), master, aux
+
     def _fo_build(self, group, key):
         """A new plan for `group`, creating lazy state (phase 2: checked already)."""
         params_all = tuple(group["params"])
         plan = _C.Plan(self._fo_kind, params_all, key, self.state)
         plan.group = group
+        sr = bool(group.get("stochastic_rounding"))
         for j, p in enumerate(params_all):
             g = p.grad
             if g is None:
@@ -89,8 +288,8 @@ class FusedOptimizerMixin:
             elif not native_param(p) or g.is_sparse:
                 plan.mark(j, -1)
             else:
-                s0, s1, s2, step, first, ref = self._fo_init_state(group, p)
-                plan.add(j, p, s0, s1, s2, step, first, ref)
+                s0, s1, s2, step, first, ref, master, aux = self._fo_init_state(group, p)
+                plan.add(j, p, s0, s1, s2, step, first, ref, master, aux, sr)
         plan.finalize()
         return plan
 
@@ -104,7 +303,31 @@ class FusedOptimizerMixin:
                 buf = plan.scratch[i] = torch.empty_like(p, memory_format=torch.preserve_format)
             buf.copy_(p.grad)
             plan.set_grad(i, buf)
-        self._fo_set_hparams(plan, group)
+        hp = self._fo_hparams(group)
+        l1 = group.get("l1_weight_decay") or 0.0
+        mgn = group.get("max_grad_norm") or 0.0
+        plan.set_hparams(l1=l1, max_grad_norm=mgn, **hp)
+        if group.get("stochastic_rounding"):
+            seed = self.__dict__.get("_fo_seed")
+            if seed is None:
+                seed = self._fo_seed = torch.empty((), dtype=torch.int64)
+            seed.random_()  # torch's generator: reproducible under torch.manual_seed
+            plan.set_seed(int(seed) & 0xFFFFFFFFFFFFFFFF)
+
+    def _fo_amp(self):
+        """GradScaler's (grad_scale, found_inf) as CPU float32 scalars, or None."""
+        gs = getattr(self, "grad_scale", None)
+        fi = getattr(self, "found_inf", None)
+        out = []
+        for t in (gs, fi):
+            if t is not None:
+                if not torch.is_tensor(t):
+                    t = torch.tensor(float(t), dtype=torch.float32)
+                if t.device.type != "cpu" or t.dtype != torch.float32 or t.numel() != 1:
+                    t = t.detach().reshape(()).to("cpu", torch.float32)
+                t = t.reshape(()).contiguous()
+            out.append(t)
+        return out
 
     @_use_grad_for_differentiable
     def step(self, closure=None):
@@ -145,6 +368,9 @@ class FusedOptimizerMixin:
             else:
                 self._fo_check_group(group)
                 todo.append([group, key, None])
+        grad_scale, found_inf = self._fo_amp()
+        if found_inf is not None and float(found_inf) != 0.0:
+            return loss  # AMP: inf/NaN grads, the step is skipped (GradScaler backs off)
         # 2. build what must be built (lazy state), then run every group
         for item in todo:
             group, plan, fallback = item
@@ -159,40 +385,122 @@ class FusedOptimizerMixin:
             for k in [k for k in plans if k not in live]:
                 del plans[k]
         for group, plan, fallback in todo:
-            if plan is not None:
+            coef = None
+            if fallback and group.get("max_grad_norm"):
+                coef = self._fo_clip_coef(group, grad_scale)
+            if plan is not None and plan.n:  # (a group of CUDA params only reads no host scalars here)
                 self._fo_refresh(plan, group)
-                if plan.n:
-                    plan.run()
-                    torch._C._increment_version(plan.params)
+                if coef is not None:  # mixed group: the norm spans torch's params too
+                    plan.set_clip_coef(coef)
+                plan.set_amp(grad_scale, None)
+                plan.run()
+                torch._C._increment_version(plan.params)
             if fallback:
-                self._fo_torch_fallback(group, fallback)
+                self._fo_torch_fallback(group, fallback, grad_scale, coef)
         return loss
 
-    def _fo_torch_fallback(self, group, params):
-        """torch's implementation for params the kernels do not serve. torch
-        2.13's fused (and foreach) CPU kernels mis-update non-contiguous params
-        and grads whose strides differ from the param's, so those CPU params
-        take its for-loop path whatever the group's flags say."""
-        odd = [
-            p for p in params
-            if p.device.type == "cpu"
-            and not p.grad.is_sparse
-            and not (p.is_contiguous() and p.grad.is_contiguous())
-        ]
-        if odd:
-            rest = [p for p in params if all(p is not q for q in odd)]
-            forloop = dict(group, foreach=False, fused=False)
-            self._fo_torch_step(forloop, odd)
-            if rest:
-                self._fo_torch_step(group, rest)
-        else:
-            self._fo_torch_step(group, params)
+    def _fo_clip_coef(self, group, grad_scale) -> float:
+        """Clip coefficient of the group's whole grad norm (params the kernels
+        serve and torch's alike), as torch's clip_grad_norm_ computes it."""
+        grads = [p.grad for p in group["params"] if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads, 2.0)
+        norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        if grad_scale is not None:
+            norm /= float(grad_scale)
+        coef = group["max_grad_norm"] / (norm + 1e-6)
+        return coef if (coef < 1.0 or coef != coef) else 1.0
+
+    def _fo_torch_fallback(self, group, params, grad_scale=None, coef=None):
+        """torch's implementation for params the kernels do not serve, with
+        fusedoptim's options applied around it. torch 2.13's fused (and
+        foreach) CPU kernels mis-update non-contiguous params and grads whose
+        strides differ from the param's, so those CPU params take its
+        for-loop path whatever the group's flags say."""
+        params, group = _cuda.step_cuda(self, group, params, coef)  # CUDA params: fusedoptim's CUDA kernels
+        if not params:
+            return
+        name = type(self).__name__
+        for opt in ("master_weights", "stochastic_rounding"):
+            if group.get(opt):
+                raise NotImplementedError(
+                    f"{name}: {opt}=True is implemented by the CPU kernels only; a param of type "
+                    f"{type(params[0]).__name__} on {params[0].device} ({params[0].dtype}) takes torch's "
+                    f"implementation, which has no such option"
+                )
+        if group.get("state_dtype") not in (None,) and any(
+            group["state_dtype"] != p.dtype for p in params
+        ):
+            raise NotImplementedError(
+                f"{name}: state_dtype={group['state_dtype']} is implemented by the CPU kernels only; "
+                f"params on {params[0].device} / of type {type(params[0]).__name__} take torch's "
+                f"implementation, which keeps state in the param's dtype"
+            )
+        if grad_scale is not None:
+            for p in params:
+                p.grad.div_(grad_scale.to(p.grad.device))
+        saved = []
+        if coef is not None and coef != 1.0:
+            for p in params:
+                saved.append((p, p.grad))
+                p.grad = p.grad * coef
+        sub = dict(group)
+        wd = group["weight_decay"]
+        if wd != 0 and group.get("decoupled_weight_decay") and not self._fo_torch_decoupled:
+            lr = float(group["lr"])
+            torch._foreach_mul_(params, 1.0 - lr * wd)
+            sub["weight_decay"] = 0.0
+        try:
+            odd = [
+                p for p in params
+                if p.device.type == "cpu"
+                and not p.grad.is_sparse
+                and not (p.is_contiguous() and p.grad.is_contiguous())
+            ]
+            if odd:
+                rest = [p for p in params if all(p is not q for q in odd)]
+                self._fo_torch_step(dict(sub, foreach=False, fused=False), odd)
+                if rest:
+                    self._fo_torch_step(sub, rest)
+            else:
+                self._fo_torch_step(sub, params)
+        finally:
+            for p, g in saved:
+                p.grad = g
+        l1 = group.get("l1_weight_decay") or 0.0
+        if l1:
+            thr = float(group["lr"]) * l1
+            for p in params:
+                p.copy_(torch.sign(p) * torch.clamp(p.abs() - thr, min=0.0))
+
+    def _fo_torch_step(self, group, params):
+        """torch's own step over `params` only: the base class's step, run
+        on a one-group view of this optimizer (same state dict)."""
+        base = self._fo_torch_base()
+        fn = inspect.unwrap(base.step)
+        saved_groups = self.param_groups
+        saved_amp = {k: self.__dict__.pop(k) for k in ("grad_scale", "found_inf") if k in self.__dict__}
+        self.param_groups = [dict(group, params=list(params))]
+        try:
+            fn(self)
+        finally:
+            self.param_groups = saved_groups
+            self.__dict__.update(saved_amp)
+
+    @classmethod
+    def _fo_torch_base(cls):
+        for base in cls.__mro__[1:]:
+            if issubclass(base, torch.optim.Optimizer) and not issubclass(base, FusedOptimizerMixin):
+                return base
+        raise TypeError(f"{cls.__name__} has no torch optimizer base")  # pragma: no cover
 
     def load_state_dict(self, state_dict) -> None:
         """Load optimizer state. Everything is validated first (group count and
         sizes, every per-param state tensor's shape and dtype, required keys,
         scalar `step`): on error the optimizer is unchanged. Load pre-hooks
-        run first, as in torch, so a hook may adapt the checkpoint."""
+        run first, as in torch, so a hook may adapt the checkpoint. Unlike
+        torch (its issue 43706), floating-point state keeps the dtype it was
+        saved with (fp32 state of a bf16 param stays fp32); torch checkpoints,
+        whose state has the param's dtype, load as in torch."""
         state_dict = dict(state_dict) if isinstance(state_dict, dict) else state_dict
         hooks = self._optimizer_load_state_dict_pre_hooks
         for hook in list(hooks.values()):
@@ -206,6 +514,16 @@ class FusedOptimizerMixin:
         finally:
             self._optimizer_load_state_dict_pre_hooks = hooks
         self.__dict__.pop("_fo_plans", None)
+        # torch cast every floating state tensor to its param's dtype: give a
+        # low-precision param its saved float32 state back
+        saved = state_dict["state"]
+        for group, sgroup in zip(self.param_groups, state_dict["param_groups"]):
+            for p, pid in zip(group["params"], sgroup["params"]):
+                if p.dtype not in _LOW or pid not in saved:
+                    continue
+                for k, v in saved[pid].items():
+                    if torch.is_tensor(v) and v.dtype == torch.float32 and k not in ("step", "mu_product"):
+                        self.state[p][k] = v.to(device=p.device)
 
 
 def init_step(group, p):
@@ -217,11 +535,11 @@ def init_step(group, p):
     return torch.tensor(0.0, dtype=_get_scalar_dtype())
 
 
-def native_step(state):
-    """The step counter as a CPU float32/float64 scalar tensor the kernel can bump."""
-    s = state["step"]
-    if not torch.is_tensor(s) or s.device.type != "cpu" or s.dtype not in _NATIVE_DTYPES or s.numel() != 1:
-        s = state["step"] = torch.tensor(float(s), dtype=torch.float32)
+def native_step(state, key="step"):
+    """A scalar counter as a CPU float32/float64 0-d tensor the kernel can update."""
+    s = state[key]
+    if not torch.is_tensor(s) or s.device.type != "cpu" or s.dtype not in (torch.float32, torch.float64) or s.numel() != 1:
+        s = state[key] = torch.tensor(float(s), dtype=torch.float32)
     elif s.dim() != 0 or not s.is_contiguous():
-        s = state["step"] = s.reshape(()).clone()
+        s = state[key] = s.reshape(()).clone()
     return s

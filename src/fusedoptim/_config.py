@@ -5,7 +5,7 @@ import platform
 
 import torch
 
-from . import _C, _backend
+from . import _C, _backend, _cuda
 from ._version import __version__
 
 ACCELERATED = ("SGD", "Adam", "AdamW")
@@ -13,11 +13,9 @@ ACCELERATED = ("SGD", "Adam", "AdamW")
 
 def config() -> dict:
     info = _backend.info()
-    cuda = "not available in this torch build"
-    if torch.cuda.is_available():
-        cuda = "torch's own foreach/fused kernels (fusedoptim CUDA extension not built)"
-    elif torch.version.cuda:
-        cuda = "no GPU visible; would use torch's own foreach/fused kernels"
+    cuda = _cuda.status()
+    if torch.version.cuda and not torch.cuda.is_available():
+        cuda += " [no GPU visible]"
     return {
         "fusedoptim": __version__,
         "torch": torch.__version__,

@@ -139,6 +139,21 @@ def _check_step(name, pid, v) -> None:
         raise ValueError(f"{where} must be a whole number >= 0 (a count of steps), got {x!r}")
 
 
+# per-param state that is a real scalar, not a tensor like the param (NAdam)
+_SCALAR_STATE = ("mu_product",)
+
+
+def _check_scalar_state(name, pid, k, v) -> None:
+    where = f"{name}.load_state_dict: {k!r} of param {pid}"
+    if torch.is_tensor(v):
+        if v.numel() != 1:
+            raise ValueError(f"{where} must be a scalar, got shape {tuple(v.shape)}")
+        if v.is_complex() or v.dtype == torch.bool or v.is_sparse or v.device.type == "meta":
+            raise ValueError(f"{where} must be a real number, got a {v.dtype} tensor on {v.device}")
+    elif not _is_number(v):
+        raise ValueError(f"{where} must be a number or a scalar tensor, got {type(v).__name__} {v!r}")
+
+
 def check_state_dict(opt, state_dict, required) -> None:
     """Validate an optimizer state_dict against `opt` before anything is loaded.
 
@@ -229,6 +244,9 @@ def check_state_dict(opt, state_dict, required) -> None:
                     continue
                 if k == "step":
                     _check_step(name, pid, v)
+                    continue
+                if k in _SCALAR_STATE:
+                    _check_scalar_state(name, pid, k, v)
                     continue
                 if not torch.is_tensor(v):
                     raise ValueError(

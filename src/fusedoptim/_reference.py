@@ -1,0 +1,158 @@
+"""Plain-torch implementations of the optimizers torch does not have (Lion,
+LAMB): the base classes of the fused ones (constructor, validation,
+defaults, state layout) and their implementation for params the CPU kernels
+do not serve (other devices, tensor subclasses). Written op by op from the
+papers, one tensor at a time, so they also serve as the tests' oracle."""
+from __future__ import annotations
+
+import torch
+from torch.optim.optimizer import Optimizer, _use_grad_for_differentiable
+
+
+def _check_common(lr, betas, weight_decay, eps=None):
+    if not 0.0 <= float(lr):
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if eps is not None and not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if not 0.0 <= betas[0] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+    if not 0.0 <= betas[1] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+    if not 0.0 <= weight_decay:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
+class LionTorch(Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"):
+    the sign of an interpolation of momentum and gradient as the update.
+
+        c = beta1 * m + (1 - beta1) * g
+        p = p * (1 - lr * weight_decay)           (decoupled, the default)
+        p = p - lr * sign(c)
+        m = beta2 * m + (1 - beta2) * g
+
+    State per param: ``exp_avg``. With ``decoupled_weight_decay=False`` the
+    decay is coupled L2 (``g += weight_decay * p``) instead. sign(NaN) is NaN
+    here (torch.sign gives 0, which would freeze a param silently after a
+    NaN grad): NaN propagates as in every other optimizer.
+    """
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, *,
+                 maximize=False, decoupled_weight_decay=True, foreach=None, differentiable=False):
+        _check_common(lr, betas, weight_decay)
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize,
+                        decoupled_weight_decay=decoupled_weight_decay, foreach=foreach,
+                        differentiable=differentiable)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("maximize", False)
+            group.setdefault("decoupled_weight_decay", True)
+            group.setdefault("foreach", None)
+            group.setdefault("differentiable", False)
+
+    @_use_grad_for_differentiable
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            lr, wd = float(group["lr"]), group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("Lion does not support sparse gradients")
+                g = -p.grad if group["maximize"] else p.grad
+                state = self.state[p]
+                if len(state) == 0:
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                m = state["exp_avg"]
+                if wd != 0:
+                    if group["decoupled_weight_decay"]:
+                        p.mul_(1 - lr * wd)
+                    else:
+                        g = g.add(p, alpha=wd)
+                c = m.lerp(g, 1 - beta1)
+                p.add_(torch.where(torch.isnan(c), c, torch.sign(c)), alpha=-lr)
+                m.lerp_(g, 1 - beta2)
+        return loss
+
+
+class LAMBTorch(Optimizer):
+    """LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning"):
+    Adam's direction scaled per tensor by a trust ratio, for large batches.
+
+        m = beta1 * m + (1 - beta1) * g ;  v = beta2 * v + (1 - beta2) * g^2
+        u = (m / bc1) / (sqrt(v / bc2) + eps) + weight_decay * p
+        trust = ||p|| / ||u||   (1 if either norm is 0)
+        p = p - lr * trust * u
+
+    bc1, bc2 are Adam's bias corrections (1 with ``bias_correction=False``);
+    the norms are exact (accumulated in float64, so a float32 tensor of huge
+    values does not overflow them).
+    State per param: ``step``, ``exp_avg``, ``exp_avg_sq``. The decay inside
+    ``u`` is LAMB's own (decoupled, the default); ``decoupled_weight_decay=False``
+    makes it coupled L2 in the gradient instead.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, *,
+                 bias_correction=True, maximize=False, decoupled_weight_decay=True, foreach=None,
+                 differentiable=False):
+        _check_common(lr, betas, weight_decay, eps)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        bias_correction=bias_correction, maximize=maximize,
+                        decoupled_weight_decay=decoupled_weight_decay, foreach=foreach,
+                        differentiable=differentiable)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("bias_correction", True)
+            group.setdefault("maximize", False)
+            group.setdefault("decoupled_weight_decay", True)
+            group.setdefault("foreach", None)
+            group.setdefault("differentiable", False)
+
+    @_use_grad_for_differentiable
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            lr, wd, eps = float(group["lr"]), group["weight_decay"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("LAMB does not support sparse gradients")
+                g = -p.grad if group["maximize"] else p.grad
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                state["step"] += 1
+                t = float(state["step"])
+                if wd != 0 and not group["decoupled_weight_decay"]:
+                    g = g.add(p, alpha=wd)
+                m.lerp_(g, 1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                bc1 = 1 - beta1**t if group["bias_correction"] else 1.0
+                bc2 = 1 - beta2**t if group["bias_correction"] else 1.0
+                u = (m / bc1) / ((v / bc2).sqrt() + eps)
+                if wd != 0 and group["decoupled_weight_decay"]:
+                    u = u.add(p, alpha=wd)
+                wn = float(torch.linalg.vector_norm(p, dtype=torch.float64))
+                un = float(torch.linalg.vector_norm(u, dtype=torch.float64))
+                trust = wn / un if wn > 0 and un > 0 else 1.0
+                p.add_(u, alpha=-lr * trust)
+        return loss
