@@ -544,7 +544,7 @@ def test_checkpoints_torch_accepts_load_and_continue_like_torch(info, config, va
     opt, params, shape, override = _trained(info, config)
     base = copy.deepcopy(opt.state_dict())
     runs = []
-    for cls, flags in ((info.fo_cls, None), (info.torch_cls, {"fused": True})):
+    for cls, flags in ((info.fo_cls, None), (info.torch_cls, R.oracle_flags(info))):
         sd = copy.deepcopy(base)
         LENIENT[variant](sd, info)
         o, ps = _build(cls, config.kwargs, shape, override, flags)
@@ -553,9 +553,10 @@ def test_checkpoints_torch_accepts_load_and_continue_like_torch(info, config, va
                 p.copy_(q)
         o.load_state_dict(sd)
         for g in o.param_groups:  # the checkpoint's flags: pick each side's kernel
-            if "fused" in g:
-                g["fused"] = bool(flags)
+            for k in ("fused", "foreach"):
+                if k in g:
+                    g[k] = bool((flags or {}).get(k, False)) if cls is info.torch_cls else None
         _steps(o, ps, shape, 3, 5)
         runs.append((o, ps))
-    _compare_runs(runs[0][0], runs[0][1], runs[1][0], runs[1][1], R.fp32_mode(),
+    _compare_runs(runs[0][0], runs[0][1], runs[1][0], runs[1][1], R.oracle_mode(info),
                   f"{info.name}[{config.id}] {variant}")
