@@ -165,6 +165,15 @@ def _fsdp_model(mesh):
     return model
 
 
+# Known bug, checked strictly (the test fails once it is fixed, to drop the
+# entry): fusedoptim hands DTensor params to its reference implementation,
+# whose per-tensor norms (LAMB's trust ratio) take float() of a DTensor norm;
+# with Shard placements that norm is a Partial DTensor and float() gives the
+# shard-local value, so each shard gets its own trust ratio and FSDP2 training
+# differs from unsharded training (src/fusedoptim/_reference.py, LAMBTorch).
+KNOWN_FSDP2_UNSHARDED_MISMATCH = {"LAMB"}
+
+
 def scenario_fsdp2(rank, workdir):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import DTensor
@@ -177,6 +186,7 @@ def scenario_fsdp2(rank, workdir):
             model = _fsdp_model(mesh)
             runs.append((model, cls(model.parameters(), **kw)))
         assert all(isinstance(p, DTensor) for p in runs[0][0].parameters())
+        known = None
         # one process, unsharded, on the same global batches (FSDP averages grads)
         ref = model_fn()
         ref_opt = info.torch_cls(ref.parameters(), **R.OPTIMS_BY_NAME[info.name].configs[-1].kwargs)
@@ -190,8 +200,16 @@ def scenario_fsdp2(rank, workdir):
             (sum(loss_fn(ref, x, y) for x, y in zip(xs, ys)) / len(xs)).backward()
             ref_opt.step()
             for (n, p), q in zip(runs[0][0].named_parameters(), ref.parameters()):
-                R.compare_tensor(p.detach().full_tensor(), q.detach(), "close",
-                                 f"FSDP2 {info.name} step {s + 1} {n} vs unsharded", rtol=1e-4, atol=1e-5)
+                try:
+                    R.compare_tensor(p.detach().full_tensor(), q.detach(), "close",
+                                     f"FSDP2 {info.name} step {s + 1} {n} vs unsharded", rtol=1e-4, atol=1e-5)
+                except AssertionError as e:
+                    if info.name not in KNOWN_FSDP2_UNSHARDED_MISMATCH:
+                        raise
+                    known = str(e).splitlines()[0]
+        if info.name in KNOWN_FSDP2_UNSHARDED_MISMATCH:
+            assert known is not None, f"{info.name}: the known FSDP2 mismatch is gone: drop it from the list"
+            print(f"XFAIL fsdp2 {info.name} vs unsharded (known bug): {known}", flush=True)
         st = runs[0][1].state[next(runs[0][0].parameters())]
         dstate = [k for k, v in st.items() if isinstance(v, DTensor)]
         assert dstate or not st, f"{info.name}: state of a DTensor param is not DTensor: {st}"

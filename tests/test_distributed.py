@@ -62,11 +62,15 @@ def _passes(outs, scenario):
 
 def test_ddp_zero_fsdp2_and_checkpoint(tmp_path):
     """All scenarios in one launch (a launch costs two torch imports)."""
+    import dist_worker as dw
     import registry as R
 
     scenarios = ["ddp", "zero", "fsdp2", "dcp_ddp", "dcp_fsdp"]
     outs = _launch(scenarios, tmp_path)
     expected = {"ddp": len(R.OPTIMS), "zero": 1, "fsdp2": len(R.OPTIMS), "dcp_ddp": len(R.OPTIMS), "dcp_fsdp": 1}
+    for r, out in enumerate(outs):
+        xf = [line for line in out.splitlines() if line.startswith("XFAIL fsdp2 ")]
+        assert len(xf) == len(dw.KNOWN_FSDP2_UNSHARDED_MISMATCH & set(R.OPTIMS_BY_NAME)), (r, xf)
     for sc, n in expected.items():
         for r, lines in enumerate(_passes(outs, sc)):
             assert len(lines) == n, f"rank {r}: expected {n} PASS lines for {sc}, got {lines}\n{outs[r]}"
