@@ -74,7 +74,7 @@ cat >"$dir/canary.c" <<'CEOF'
 int canary(int i) { int *a = malloc(4 * sizeof(int)); int v = a[i]; free(a); return v; }
 CEOF
 gcc -shared -fPIC -g -fsanitize=address,undefined -o "$dir/canary.so" "$dir/canary.c"
-if "$PY" -c "import ctypes, sys; ctypes.CDLL(sys.argv[1]).canary(4)" "$dir/canary.so" >/dev/null 2>&1 \
+if ( "$PY" -c "import ctypes, sys; ctypes.CDLL(sys.argv[1]).canary(4)" "$dir/canary.so" ) >/dev/null 2>&1 \
    || ! grep -qs "heap-buffer-overflow" "$reports"/asan.*; then
   echo "sanitize.sh: the canary heap overflow was not reported: ASan is not active" >&2
   exit 1
