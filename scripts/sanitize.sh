@@ -44,7 +44,7 @@ echo "== sanitize: building with -fsanitize=address,undefined in $dir"
 (
   cd "$dir"
   FUSEDOPTIM_SANITIZE=1 CFLAGS="-fno-sanitize-recover=all" \
-    nice -n 10 "$PY" setup.py build_ext --inplace -q --build-temp build/temp --build-lib build/lib >build.log 2>&1 \
+    nice -n 10 "$PY" setup.py build_ext --inplace -q -j "${SANITIZE_JOBS:-2}" --build-temp build/temp --build-lib build/lib >build.log 2>&1 \
     || { cat build.log >&2; exit 1; }
 )
 so=$(ls "$dir"/src/fusedoptim/_C*.so)
@@ -74,7 +74,7 @@ cat >"$dir/canary.c" <<'CEOF'
 int canary(int i) { int *a = malloc(4 * sizeof(int)); int v = a[i]; free(a); return v; }
 CEOF
 gcc -shared -fPIC -g -fsanitize=address,undefined -o "$dir/canary.so" "$dir/canary.c"
-if ( "$PY" -c "import ctypes, sys; ctypes.CDLL(sys.argv[1]).canary(4)" "$dir/canary.so" ) >/dev/null 2>&1 \
+if { "$PY" -c "import ctypes, sys; ctypes.CDLL(sys.argv[1]).canary(4)" "$dir/canary.so"; } >/dev/null 2>&1 \
    || ! grep -qs "heap-buffer-overflow" "$reports"/asan.*; then
   echo "sanitize.sh: the canary heap overflow was not reported: ASan is not active" >&2
   exit 1
