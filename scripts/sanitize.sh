@@ -48,7 +48,7 @@ echo "== sanitize: building with -fsanitize=address,undefined in $dir"
     || { cat build.log >&2; exit 1; }
 )
 so=$(ls "$dir"/src/fusedoptim/_C*.so)
-if ! nm -D "$so" | grep -q __asan_; then
+if ! nm -D "$so" | grep __asan_ >/dev/null; then  # (grep -q would SIGPIPE nm under pipefail)
   echo "sanitize.sh: $so is not instrumented (no __asan_ symbols)" >&2
   exit 1
 fi
