@@ -257,6 +257,73 @@ def _corrupt_dtype(info, sd):
     st[key] = torch.zeros(st[key].shape, dtype=torch.int64)
 
 
+def _step_state(info, sd):
+    """A per-param state dict holding a `step`; skip for optimizers without one."""
+    for pid in sorted(sd["state"]):
+        if "step" in sd["state"][pid]:
+            return sd["state"][pid]
+    pytest.skip(f"{info.name} keeps no per-param step")
+
+
+def _set_step(value):
+    def corrupt(info, sd):
+        _step_state(info, sd)["step"] = value() if callable(value) else value
+    return corrupt
+
+
+def _corrupt_tensor_with(make):
+    def corrupt(info, sd):
+        st, key = _tensor_state(sd)
+        st[key] = make(st[key])
+    return corrupt
+
+
+def _corrupt_state_not_dict(info, sd):
+    pid = sorted(sd["state"])[0]
+    sd["state"][pid] = list(sd["state"][pid].values())
+
+
+def _corrupt_state_for_unknown_id(info, sd):
+    pid = sorted(sd["state"])[0]
+    sd["state"][10_000] = copy.deepcopy(sd["state"][pid])
+
+
+def _corrupt_duplicate_id(info, sd):
+    sd["param_groups"][1]["params"][0] = sd["param_groups"][0]["params"][0]
+
+
+def _corrupt_group_without_params(info, sd):
+    del sd["param_groups"][1]["params"]
+
+
+def _corrupt_groups_not_list(info, sd):
+    sd["param_groups"] = {i: g for i, g in enumerate(sd["param_groups"])}
+
+
+def _corrupt_state_not_dict_top(info, sd):
+    sd["state"] = list(sd["state"].values())
+
+
+def _corrupt_missing_lr(info, sd):
+    del sd["param_groups"][0]["lr"]
+
+
+def _corrupt_lr_string(info, sd):
+    sd["param_groups"][1]["lr"] = "0.1"
+
+
+def _corrupt_bool_hparam(info, sd):
+    sd["param_groups"][0]["maximize"] = "yes"
+
+
+def _corrupt_tuple_hparam(info, sd):
+    g = sd["param_groups"][0]
+    keys = [k for k, v in g.items() if isinstance(v, tuple)]
+    if not keys:
+        pytest.skip(f"{info.name} has no tuple hyper-parameter (betas)")
+    g[keys[0]] = g[keys[0]][:1]
+
+
 CORRUPTIONS = {
     "missing_key": _corrupt_missing_key,
     "missing_max_exp_avg_sq": _corrupt_missing_max,
@@ -266,7 +333,38 @@ CORRUPTIONS = {
     "wrong_group_count": _corrupt_group_count,
     "wrong_param_count": _corrupt_param_count,
     "integer_state": _corrupt_dtype,
+    # step: type and value
+    "step_bool": _set_step(lambda: torch.tensor(True)),
+    "step_complex": _set_step(lambda: torch.tensor(1 + 2j)),
+    "step_string": _set_step("3"),
+    "step_negative": _set_step(lambda: torch.tensor(-2.0)),
+    "step_nan": _set_step(float("nan")),
+    "step_inf": _set_step(lambda: torch.tensor(float("inf"))),
+    "step_fractional": _set_step(2.5),
+    # state tensors: dtype, layout, storage, type
+    "complex_state": _corrupt_tensor_with(lambda t: t.to(torch.complex64)),
+    "bool_state": _corrupt_tensor_with(lambda t: t > 0),
+    "sparse_state": _corrupt_tensor_with(lambda t: t.to_sparse()),
+    "meta_state": _corrupt_tensor_with(lambda t: t.to("meta")),
+    "list_state": _corrupt_tensor_with(lambda t: t.tolist()),
+    # structure
+    "state_entry_not_dict": _corrupt_state_not_dict,
+    "state_not_dict": _corrupt_state_not_dict_top,
+    "state_for_unknown_id": _corrupt_state_for_unknown_id,
+    "duplicate_param_id": _corrupt_duplicate_id,
+    "group_without_params": _corrupt_group_without_params,
+    "param_groups_not_list": _corrupt_groups_not_list,
+    # hyper-parameters
+    "missing_lr": _corrupt_missing_lr,
+    "lr_string": _corrupt_lr_string,
+    "bool_hparam_not_bool": _corrupt_bool_hparam,
+    "betas_too_short": _corrupt_tuple_hparam,
 }
+# corruptions that need some per-param state to corrupt
+NEEDS_STATE = {k for k in CORRUPTIONS if k not in (
+    "wrong_group_count", "wrong_param_count", "duplicate_param_id", "group_without_params",
+    "param_groups_not_list", "missing_lr", "lr_string", "bool_hparam_not_bool", "betas_too_short",
+)}
 
 CONFIG_PICK = [pytest.param(o, o.configs[i], id=f"{o.name}-{o.configs[i].id}")
                for o in R.OPTIMS for i in (0, len(o.configs) - 1)]
@@ -277,9 +375,7 @@ CONFIG_PICK = [pytest.param(o, o.configs[i], id=f"{o.name}-{o.configs[i].id}")
 def test_bad_checkpoint_rejected_and_optimizer_unchanged(info, config, corruption):
     opt, params, shape, override = _trained(info, config)
     sd = copy.deepcopy(opt.state_dict())
-    if not any(sd["state"].get(i) for i in sd["state"]) and corruption not in (
-        "wrong_group_count", "wrong_param_count"
-    ):
+    if not any(sd["state"].get(i) for i in sd["state"]) and corruption in NEEDS_STATE:
         pytest.skip("no per-param state to corrupt (SGD without momentum)")
     CORRUPTIONS[corruption](info, sd)
     frozen = _frozen(opt, params)
@@ -300,6 +396,15 @@ def test_bad_checkpoint_messages_name_the_problem():
         (_corrupt_shape, "shape"),
         (_corrupt_group_count, "parameter groups"),
         (_corrupt_param_count, "size"),
+        (_set_step(lambda: torch.tensor(-2.0)), "'step' of param 0 must be a whole number >= 0"),
+        (_set_step(lambda: torch.tensor(True)), "'step' of param 0 must be a real number"),
+        (_corrupt_tensor_with(lambda t: t.to(torch.complex64)), "dtype torch.complex64"),
+        (_corrupt_tensor_with(lambda t: t.to("meta")), "device meta"),
+        (_corrupt_state_for_unknown_id, "param id 10000, which no param group lists"),
+        (_corrupt_duplicate_id, "listed twice"),
+        (_corrupt_missing_lr, "param group 0 has no 'lr'"),
+        (_corrupt_lr_string, "param group 1 'lr' must be a number"),
+        (_corrupt_tuple_hparam, "'betas' must be a sequence of 2"),
     ]
     for corrupt, word in cases:
         sd = copy.deepcopy(good)
@@ -392,3 +497,66 @@ def test_old_checkpoint_with_number_step(name):
         assert torch.is_tensor(opt2.state[w]["step"]) and float(opt2.state[w]["step"]) == 4.0
         outs.append(w.detach().clone())
     R.compare_tensor(outs[0], outs[1], R.fp32_mode(), f"{name} old checkpoint")
+
+
+# ------------------------------------------- checkpoints torch accepts, so do we --
+
+
+def _lenient_numpy_lr(sd, info):
+    import numpy as np
+
+    for g in sd["param_groups"]:
+        g["lr"] = np.float32(g["lr"])
+
+
+def _lenient_list_tuples(sd, info):
+    for g in sd["param_groups"]:
+        for k, v in list(g.items()):
+            if isinstance(v, tuple):
+                g[k] = list(v)
+
+
+def _lenient_tensor_lr(sd, info):
+    for g in sd["param_groups"]:
+        g["lr"] = torch.tensor(float(g["lr"]))
+
+
+def _lenient_old_keys_missing(sd, info):
+    """An old checkpoint: group keys the class's __setstate__ fills in are absent."""
+    from fusedoptim._validate import _setstate_fills
+
+    filled = _setstate_fills(info.fo_cls([torch.nn.Parameter(torch.zeros(1))]))
+    for g in sd["param_groups"]:
+        for k in filled:
+            if k not in ("fused", "foreach"):
+                g.pop(k, None)
+
+
+LENIENT = {"numpy_lr": _lenient_numpy_lr, "list_betas": _lenient_list_tuples, "tensor_lr": _lenient_tensor_lr,
+           "old_keys_missing": _lenient_old_keys_missing}
+
+
+@pytest.mark.parametrize("variant", list(LENIENT))
+@pytest.mark.parametrize("info,config", CONFIG_PICK)
+def test_checkpoints_torch_accepts_load_and_continue_like_torch(info, config, variant):
+    """Validation rejects corruption, not checkpoints torch takes: each variant
+    loads into fusedoptim and into torch (fused) and both continue identically."""
+    opt, params, shape, override = _trained(info, config)
+    base = copy.deepcopy(opt.state_dict())
+    runs = []
+    for cls, flags in ((info.fo_cls, None), (info.torch_cls, R.oracle_flags(info))):
+        sd = copy.deepcopy(base)
+        LENIENT[variant](sd, info)
+        o, ps = _build(cls, config.kwargs, shape, override, flags)
+        with torch.no_grad():
+            for p, q in zip(ps, params):
+                p.copy_(q)
+        o.load_state_dict(sd)
+        for g in o.param_groups:  # the checkpoint's flags: pick each side's kernel
+            for k in ("fused", "foreach"):
+                if k in g:
+                    g[k] = bool((flags or {}).get(k, False)) if cls is info.torch_cls else None
+        _steps(o, ps, shape, 3, 5)
+        runs.append((o, ps))
+    _compare_runs(runs[0][0], runs[0][1], runs[1][0], runs[1][1], R.oracle_mode(info),
+                  f"{info.name}[{config.id}] {variant}")
