@@ -22,6 +22,15 @@ def _check_common(lr, betas, weight_decay, eps=None):
         raise ValueError(f"Invalid weight_decay value: {weight_decay}")
 
 
+def _full_norm(t) -> float:
+    """2-norm of the whole tensor, in float64: a DTensor's (FSDP2-sharded
+    param's) norm is reduced over every shard, not the local one."""
+    n = torch.linalg.vector_norm(t, dtype=torch.float64)
+    if hasattr(n, "full_tensor"):
+        n = n.full_tensor()
+    return float(n)
+
+
 class _PlainTorch(Optimizer):
     """Shared frame of the plain-torch optimizers: defaults restored by
     __setstate__ (older pickles), closure handling, the per-param loop."""
@@ -141,7 +150,7 @@ class LAMBTorch(_PlainTorch):
         u = (m / bc1) / ((v / bc2).sqrt() + eps)
         if wd != 0 and group["decoupled_weight_decay"]:
             u = u.add(p, alpha=wd)
-        wn = float(torch.linalg.vector_norm(p, dtype=torch.float64))
-        un = float(torch.linalg.vector_norm(u, dtype=torch.float64))
+        wn = _full_norm(p)
+        un = _full_norm(u)
         trust = wn / un if wn > 0 and un > 0 else 1.0
         p.add_(u, alpha=-lr * trust)
