@@ -40,6 +40,11 @@ cp -rp csrc/. "$dir/csrc/"
 # never pick up the normal build's shared object or generated C from the copy
 rm -f "$dir"/src/fusedoptim/_C*.so "$dir"/src/fusedoptim/_C.c
 
+# the build runs setup.py directly (no build isolation): it needs Cython and
+# setuptools in this Python (a clean CI venv has neither: pip's isolated
+# build of the project had them)
+"$PY" -c "import Cython, setuptools" 2>/dev/null || "$PY" -m pip install -q "Cython>=3.0" "setuptools>=64"
+
 echo "== sanitize: building with -fsanitize=address,undefined in $dir"
 (
   cd "$dir"
