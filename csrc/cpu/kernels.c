@@ -180,14 +180,27 @@ static void block_worker(int64_t bb, int64_t be, void *ctx)
     }
 }
 
-static void run_parallel(int64_t total_units, int64_t grain, fo_parallel_fn fn, void *ctx)
+/* 0, or torch_parallel_for's error code (nonzero: the pool did not run
+ * every chunk; the caller reports it). */
+static int run_parallel(int64_t total_units, int64_t grain, fo_parallel_fn fn, void *ctx)
 {
-    if (total_units <= 0) return;
+    if (total_units <= 0) return 0;
     if (g_pfor == NULL || total_units <= grain) {
         fn(0, total_units, ctx);
-        return;
+        return 0;
     }
-    g_pfor(0, total_units, grain, fn, ctx);
+    return (int)g_pfor(0, total_units, grain, fn, ctx);
+}
+
+static _Thread_local int t_pool_error = 0;
+
+void fo_note_pool_error(int rc) { if (rc != 0) t_pool_error = rc; }
+
+int fo_take_pool_error(void)
+{
+    int rc = t_pool_error;
+    t_pool_error = 0;
+    return rc;
 }
 
 static double read_scalar(const void *x, int f64)
@@ -283,7 +296,8 @@ int fo_group_step(fo_group *g)
         /* one read of the grads: the group's norm, then the update scales
          * them in registers (clip coefficient as torch's clip_grad_norm_) */
         ctx.pass = -1;
-        run_parallel(blocks, bgrain, block_worker, &ctx);
+        if (run_parallel(blocks, bgrain, block_worker, &ctx) != 0)
+            return -1;   /* nothing changed yet */
         double ss = 0.0;
         for (int64_t k = 0; k < blocks; k++) ss += g->partial[2 * k];
         double norm = sqrt(ss);
@@ -296,7 +310,8 @@ int fo_group_step(fo_group *g)
     if (hp->kind == FO_KIND_LAMB) {
         /* pass A: moments, and per-tensor ||p||^2, ||u||^2 from fixed blocks */
         ctx.pass = FO_PASS_LAMB_A;
-        run_parallel(blocks, bgrain, block_worker, &ctx);
+        if (run_parallel(blocks, bgrain, block_worker, &ctx) != 0)
+            return -1;
         for (int64_t i = 0; i < g->n; i++) {
             double wn = 0.0, un = 0.0;
             for (int64_t k = g->blk_off[i]; k < g->blk_off[i + 1]; k++) {
@@ -311,7 +326,8 @@ int fo_group_step(fo_group *g)
         ctx.pass = FO_PASS_LAMB_B;
         /* the grads were unscaled (and stored back) in pass A */
     }
-    run_parallel(units, g_grain, group_worker, &ctx);
+    if (run_parallel(units, g_grain, group_worker, &ctx) != 0)
+        return -1;
     if (hp->kind == FO_KIND_SGD)
         for (int64_t i = 0; i < g->n; i++) g->t[i].first = 0;
     return 0;
@@ -330,5 +346,5 @@ static void roof_worker(int64_t ub, int64_t ue, void *ctx)
 void fo_roofline(float **rw, int nrw, float **ro, int nro, int64_t n)
 {
     roof_ctx c = {rw, nrw, ro, nro, n};
-    run_parallel((n + FO_UNIT - 1) / FO_UNIT, g_grain, roof_worker, &c);
+    fo_note_pool_error(run_parallel((n + FO_UNIT - 1) / FO_UNIT, g_grain, roof_worker, &c));
 }

@@ -92,7 +92,13 @@ int64_t fo_group_finalize(fo_group *g);
  * with the GIL released). Increments step counters, computes per-tensor
  * scalars, runs the update on torch's pool, clears SGD first-step flags.
  * Returns 1 if the step was skipped (AMP found_inf), else 0. */
+/* 1: skipped (AMP found_inf), 0: done, -1: torch_parallel_for reported an
+ * error (the step may be incomplete). */
 int fo_group_step(fo_group *g);
+/* torch_parallel_for errors of the calls that return no status (norms,
+ * scaling, roofline), per calling thread: noted, then taken (and cleared). */
+void fo_note_pool_error(int rc);
+int fo_take_pool_error(void);
 
 /* Same-traffic roofline: rw[j][i] = 0.5f*rw[j][i] + 1 + sum_k ro[k][i], i < n. */
 void fo_roofline(float **rw, int nrw, float **ro, int nro, int64_t n);

@@ -234,7 +234,7 @@ static void run_blocks(int64_t nblocks, fo_parallel_fn fn, void *ctx)
         fn(0, nblocks, ctx);
         return;
     }
-    pfor(0, nblocks, grain, fn, ctx);
+    fo_note_pool_error((int)pfor(0, nblocks, grain, fn, ctx));
 }
 
 /* NaN-propagating max / min */

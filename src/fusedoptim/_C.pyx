@@ -16,6 +16,39 @@ from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.dict cimport PyDict_GetItem
 from libc.stdint cimport int64_t, int32_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free
+from cpython.exc cimport PyErr_Clear
+from cpython.ref cimport Py_XINCREF, Py_XDECREF
+
+cdef extern from *:
+    """
+    /* optimizer.state[p] without calling torch.Tensor.__hash__ (a Python
+       function) every step: the hash, id(p), is computed once at build. */
+    #if PY_VERSION_HEX < 0x030D0000
+    #define fo_dict_get(d, k, h) _PyDict_GetItem_KnownHash((d), (k), (h))
+    #else
+    #define fo_dict_get(d, k, h) PyDict_GetItemWithError((d), (k))
+    #endif
+    """
+    PyObject *fo_dict_get(PyObject *d, PyObject *k, Py_hash_t h)
+
+cdef extern from *:
+    """
+    /* torch.Tensor.grad's C getter, called directly (no attribute lookup
+       through the type's MRO): set once from the getset descriptor. */
+    static PyGetSetDef *fo_grad_gs = NULL;
+    static int fo_set_grad_getset(PyObject *d) {
+        if (Py_TYPE(d) != &PyGetSetDescr_Type) return -1;
+        PyGetSetDef *gs = ((PyGetSetDescrObject *)d)->d_getset;
+        if (gs == NULL || gs->get == NULL) return -1;
+        fo_grad_gs = gs;
+        return 0;
+    }
+    static PyObject *fo_get_grad(PyObject *t) {  /* new reference, NULL on error */
+        return fo_grad_gs->get(t, fo_grad_gs->closure);
+    }
+    """
+    int fo_set_grad_getset(PyObject *d)
+    object fo_get_grad(object t)
 
 cdef extern from "kernels.h" nogil:
     enum:
@@ -207,6 +240,126 @@ def set_tensor_accessors(uintptr_t data_ptr, uintptr_t dim, uintptr_t sizes, uin
     TensorType = tensor_type
     ParameterType = parameter_type
 
+def fast_meta_layout_ok(t):
+    """True if the word after t's PyObject header is t's TensorImpl pointer
+    (what torch reports as `t._cdata`), i.e. a THPVariable still starts with
+    its at::Tensor (= an AtenTensorHandle). Reads only memory inside the
+    Python object (its type's basic size is checked first) and calls nothing
+    of torch's: the import-time self-test runs it before any accessor."""
+    cdef type tp = type(t)
+    if tp is not TensorType and tp is not ParameterType:
+        return False
+    if tp.__basicsize__ < <Py_ssize_t>(sizeof(PyObject) + sizeof(void *)):
+        return False
+    cdef uintptr_t word = (<uintptr_t *>(<char *><PyObject *>t + sizeof(PyObject)))[0]
+    return word != 0 and word == <uintptr_t>t._cdata
+
+# -------------------------------------------- state tensors' storage identity --
+# Whether a state tensor still has the memory the plan points at is checked
+# every step, for every state tensor: through the AOTI accessor that costs
+# ~30 ns a tensor (a W3 step has 6,000), so when the import-time self-test
+# (fusedoptim._backend) locates them, three words are read directly: the
+# TensorImpl's StorageImpl pointer, the StorageImpl's data pointer, and the
+# TensorImpl's storage offset and numel. `.data = ...`, `set_()`,
+# `share_memory_()`, `resize_()` all change one of them.
+cdef Py_ssize_t RAW_S = -1   # TensorImpl: StorageImpl *
+cdef Py_ssize_t RAW_D = -1   # StorageImpl: data pointer
+cdef Py_ssize_t RAW_O = -1   # TensorImpl: storage offset (elements)
+cdef Py_ssize_t RAW_N = -1   # TensorImpl: numel
+cdef bint grad_fast = False
+
+cdef inline char *_impl(PyObject *t) noexcept:
+    return (<char **>(<char *>t + sizeof(PyObject)))[0]
+
+cdef inline uintptr_t _word(const char *base, Py_ssize_t off) noexcept:
+    return (<const uintptr_t *>(base + off))[0]
+
+cdef inline bint raw_fp(PyObject *t, uintptr_t *fp) noexcept:
+    """The storage fingerprint of an exact torch.Tensor / nn.Parameter."""
+    cdef PyObject *tp = <PyObject *>t.ob_type
+    if RAW_S < 0 or (tp != <PyObject *>TensorType and tp != <PyObject *>ParameterType):
+        return False
+    cdef char *impl = _impl(t)
+    cdef char *st = <char *>_word(impl, RAW_S)
+    fp[0] = <uintptr_t>st
+    fp[1] = _word(st, RAW_D) if st != NULL else 0
+    fp[2] = _word(impl, RAW_O)
+    fp[3] = _word(impl, RAW_N)
+    return True
+
+cdef int _fingerprint(object t, uintptr_t *fp) except -1:
+    """1 if fp is the raw fingerprint, 0 if it is (data_ptr, numel) through the public API."""
+    if raw_fp(<PyObject *>t, fp):
+        return 1
+    fp[0] = <uintptr_t>t.data_ptr()
+    fp[1] = 0
+    fp[2] = 0
+    fp[3] = <uintptr_t>t.numel()
+    return 0
+
+def _scan(list bases, list want, Py_ssize_t limit):
+    """The unique word offset below `limit` at which every base address holds
+    its wanted value, or -1."""
+    cdef Py_ssize_t o, found = -1, k
+    cdef bint ok
+    for o in range(0, limit, sizeof(uintptr_t)):
+        ok = True
+        for k in range(len(bases)):
+            if _word(<char *><uintptr_t>bases[k], o) != <uintptr_t>want[k]:
+                ok = False
+                break
+        if ok:
+            if found >= 0:
+                return -1
+            found = o
+    return found
+
+def raw_storage_scan(list probes):
+    """Locate the storage words in torch's objects from public values
+    (`_cdata` of the tensor and of its untyped storage, `data_ptr()`,
+    `storage_offset()`, `numel()`) of distinct probes; reads only inside
+    objects whose layout `fast_meta_layout_ok` confirmed, within the first
+    0xa0 bytes of a TensorImpl and 0x38 of a StorageImpl (both are larger).
+    -> (storage, data, offset, numel) offsets or None."""
+    for t in probes:
+        if not fast_meta_layout_ok(t):
+            return None
+    impls = [t._cdata for t in probes]
+    stors = [t.untyped_storage()._cdata for t in probes]
+    o_s = _scan(impls, stors, 0xa0)
+    o_d = _scan(stors, [t.untyped_storage().data_ptr() for t in probes], 0x38)
+    o_o = _scan(impls, [t.storage_offset() for t in probes], 0xa0)
+    o_n = _scan(impls, [t.numel() for t in probes], 0xa0)
+    if min(o_s, o_d, o_o, o_n) < 0:
+        return None
+    return o_s, o_d, o_o, o_n
+
+def set_raw_storage(offsets):
+    """Enable the raw storage fingerprint (offsets from raw_storage_scan) or
+    disable it (None)."""
+    global RAW_S, RAW_D, RAW_O, RAW_N
+    if offsets is None:
+        RAW_S = RAW_D = RAW_O = RAW_N = -1
+    else:
+        RAW_S, RAW_D, RAW_O, RAW_N = offsets
+
+def raw_fingerprint(t):
+    """(storage, data, offset, numel) words of t through the raw path, or None."""
+    cdef uintptr_t fp[4]
+    if not raw_fp(<PyObject *>t, fp):
+        return None
+    return (fp[0], fp[1], fp[2], fp[3])
+
+def set_grad_getter(descr, tensor):
+    """Use torch.Tensor.grad's C getter directly if `descr` is its getset
+    descriptor and it agrees with the attribute on `tensor`."""
+    global grad_fast
+    grad_fast = False
+    if fo_set_grad_getset(<PyObject *>descr) != 0:
+        return False
+    grad_fast = fo_get_grad(tensor) is tensor.grad
+    return grad_fast
+
 def fast_meta_probe(t):
     """(data_ptr, sizes, strides, dtype code, device code) through the fast path,
     or None; used by the import-time self-test."""
@@ -233,9 +386,13 @@ ctypedef struct PMeta:              # a plan param's metadata, cached at build
 
 ctypedef struct StateRef:
     PyObject *dict               # the param's state dict (borrowed; kept alive by state_refs)
+    PyObject *param              # its key in optimizer.state (borrowed; kept alive by params)
+    Py_hash_t hash               # hash(param), computed once
     int nkeys
     PyObject *keys[8]
     PyObject *vals[8]
+    uintptr_t fp[8][4]           # each state tensor's storage fingerprint when built
+    char raw[8]                  # ... read raw (1) or through data_ptr()/numel() (0)
 
 cdef inline uintptr_t _ptr(t) except? 0:
     return 0 if t is None else <uintptr_t>t.data_ptr()
@@ -272,6 +429,13 @@ cdef class Plan:
     cdef public list scratch         # per plan index: scratch grad buffer or None
     cdef public object group         # the param_group dict this plan serves
     cdef readonly list fallback      # params_all entries served by torch's path
+    cdef public object versions      # master_weights: each param's _version after the last step, or None
+    cdef Py_ssize_t nraw             # state tensors fingerprinted raw (see _raw_same)
+    cdef PyObject **raw_obj          # ... each tensor (borrowed: state_refs holds it)
+    cdef uintptr_t *raw_fp           # ... its fingerprint when built (4 words)
+    cdef uintptr_t *raw_work         # ... scratch of _raw_same
+    cdef PyObject **held             # per plan index: the grad of this step (a reference), held while the kernel runs
+    cdef bint state_is_dict          # optimizer.state is a dict (the C lookup applies)
 
     def __cinit__(self, int kind, tuple params_all, object key, object state_obj):
         cdef Py_ssize_t na = len(params_all)
@@ -284,19 +448,27 @@ cdef class Plan:
         self.relayout = []
         self.scratch = []
         self.fallback = []
+        self.state_is_dict = isinstance(state_obj, dict)
         self.slot = <int32_t *>calloc(na + 1, sizeof(int32_t))
         self.g.t = <fo_tensor *>calloc(na + 1, sizeof(fo_tensor))
         self.g.unit_off = <int64_t *>calloc(na + 2, sizeof(int64_t))
         self.g.blk_off = <int64_t *>calloc(na + 2, sizeof(int64_t))
         self.g.partial = NULL
         self.sref = <StateRef *>calloc(na + 1, sizeof(StateRef))
+        self.held = <PyObject **>calloc(na + 1, sizeof(PyObject *))
         self.pmeta = <PMeta *>calloc(na + 1, sizeof(PMeta))
-        if self.pmeta == NULL or self.slot == NULL or self.g.t == NULL or self.g.unit_off == NULL or self.sref == NULL or self.g.blk_off == NULL:
+        if self.held == NULL or self.pmeta == NULL or self.slot == NULL or self.g.t == NULL or self.g.unit_off == NULL or self.sref == NULL or self.g.blk_off == NULL:
             raise MemoryError()
         self.g.n = 0
 
     def __dealloc__(self):
         cdef Py_ssize_t i
+        if self.held != NULL:
+            self.release_grads()
+            free(self.held)
+        free(self.raw_obj)
+        free(self.raw_fp)
+        free(self.raw_work)
         if self.pmeta != NULL:
             for i in range(self.g.n):
                 free(self.pmeta[i].shape)
@@ -341,10 +513,13 @@ cdef class Plan:
             raise ValueError("at most 8 state tensors per param")
         cdef StateRef *r = &self.sref[i]
         r.dict = <PyObject *>state_ref[0] if state_ref else NULL
+        r.param = <PyObject *>p
+        r.hash = hash(p)
         r.nkeys = len(state_ref) - 1 if state_ref else 0
         for k in range(r.nkeys):
             r.keys[k] = <PyObject *>state_ref[k + 1][0]
             r.vals[k] = <PyObject *>state_ref[k + 1][1]
+            r.raw[k] = _fingerprint(state_ref[k + 1][1], r.fp[k])
         cdef Meta m
         cdef PMeta *pm = &self.pmeta[i]
         if fast_meta_on and fast_meta(p, &m):
@@ -366,6 +541,28 @@ cdef class Plan:
         self.g.n += 1
 
     def finalize(self):
+        cdef Py_ssize_t i, k, m = 0
+        for i in range(self.g.n):
+            for k in range(self.sref[i].nkeys):
+                m += self.sref[i].raw[k]
+        free(self.raw_obj)
+        free(self.raw_fp)
+        free(self.raw_work)
+        self.nraw = 0
+        self.raw_obj = <PyObject **>calloc(m + 1, sizeof(PyObject *))
+        self.raw_fp = <uintptr_t *>calloc(4 * m + 4, sizeof(uintptr_t))
+        self.raw_work = <uintptr_t *>calloc(m + 1, sizeof(uintptr_t))
+        if self.raw_obj == NULL or self.raw_fp == NULL or self.raw_work == NULL:
+            raise MemoryError()
+        m = 0
+        for i in range(self.g.n):
+            for k in range(self.sref[i].nkeys):
+                if self.sref[i].raw[k]:
+                    self.raw_obj[m] = self.sref[i].vals[k]
+                    for j in range(4):
+                        self.raw_fp[4 * m + j] = self.sref[i].fp[k][j]
+                    m += 1
+        self.nraw = m
         cdef int64_t blocks = fo_group_finalize(&self.g)
         free(self.g.partial)
         self.g.partial = <double *>calloc(2 * blocks + 2, sizeof(double))
@@ -426,7 +623,77 @@ cdef class Plan:
         return self.g.unit_off[self.g.n] * FO_UNIT
 
     def set_grad(self, Py_ssize_t i, g):
+        self._hold(i, <PyObject *>g)
         self.g.t[i].grad = <void *>_ptr(g)
+
+    cdef inline void _hold(self, Py_ssize_t i, PyObject *g) noexcept:
+        cdef PyObject *old = self.held[i]
+        Py_XINCREF(g)
+        self.held[i] = g
+        Py_XDECREF(old)
+
+    cdef bint _state_same(self, StateRef *r) noexcept:
+        """r's state is still what the plan points at: optimizer.state[p] is
+        the very dict of the build (identity, not a refcount: a caller may
+        hold the old dict), each state key still maps to the same tensor,
+        and each tensor still has its data pointer (`.data = ...`, `set_()`,
+        `share_memory_()` or a growing `resize_()` move it)."""
+        cdef PyObject *cur
+        cdef uintptr_t fp[4]
+        cdef Py_ssize_t k
+        if r.dict == NULL:
+            return True
+        if self.state_is_dict:
+            cur = fo_dict_get(<PyObject *>self.state_obj, r.param, r.hash)
+            if cur == NULL:
+                PyErr_Clear()
+                return False
+        else:
+            try:
+                obj = self.state_obj.get(<object>r.param)
+            except Exception:
+                return False
+            cur = <PyObject *>obj
+        if cur != r.dict:
+            return False
+        for k in range(r.nkeys):
+            cur = PyDict_GetItem(<object>r.dict, <object>r.keys[k])
+            if cur != r.vals[k]:
+                return False
+            if r.raw[k]:
+                continue  # checked by _raw_same, for every tensor at once
+            try:
+                if _fingerprint(<object>cur, fp) != 0 or fp[0] != r.fp[k][0] or fp[3] != r.fp[k][3]:
+                    return False
+            except Exception:
+                return False
+        return True
+
+    cdef bint _raw_same(self) noexcept:
+        """Every raw-fingerprinted state tensor still has its storage: the
+        same StorageImpl, data pointer, storage offset and numel. Three passes
+        over the flat table, each of independent loads (the objects are
+        scattered in memory: the loads of one pass overlap instead of
+        chaining per tensor)."""
+        cdef Py_ssize_t m, nr = self.nraw
+        cdef uintptr_t *fp = self.raw_fp
+        cdef uintptr_t *w = self.raw_work
+        if nr == 0:
+            return True
+        if RAW_S < 0:
+            return False  # switched off since the build: rebuild through the public API
+        for m in range(nr):
+            w[m] = <uintptr_t>_impl(self.raw_obj[m])
+        for m in range(nr):
+            if _word(<char *>w[m], RAW_O) != fp[4 * m + 2] or _word(<char *>w[m], RAW_N) != fp[4 * m + 3]:
+                return False
+            w[m] = _word(<char *>w[m], RAW_S)
+            if w[m] != fp[4 * m]:
+                return False
+        for m in range(nr):
+            if w[m] != 0 and _word(<char *>w[m], RAW_D) != fp[4 * m + 1]:
+                return False
+        return True
 
     def load_grads(self, list params, object state_obj):
         """Per-step refresh. Returns False if the plan no longer describes the
@@ -440,16 +707,20 @@ cdef class Plan:
         cdef fo_tensor *t
         cdef StateRef *r
         cdef PMeta *pm
-        cdef PyObject *cur
         if na != PyTuple_GET_SIZE(self.params_all) or state_obj is not self.state_obj:
             return False
         if self.relayout:
             self.relayout = []
+        if not self._raw_same():
+            return False
         for j in range(na):
             p = <object>PyList_GET_ITEM(params, j)
             if <PyObject *>p is not PyTuple_GET_ITEM(self.params_all, j):
                 return False
-            g = p.grad
+            if grad_fast and (type(p) is TensorType or type(p) is ParameterType):
+                g = fo_get_grad(p)
+            else:
+                g = p.grad
             i = self.slot[j]
             if g is None:
                 if i != -2:
@@ -461,17 +732,11 @@ cdef class Plan:
                 continue
             t = &self.g.t[i]
             r = &self.sref[i]
-            # the param's state dict must still be in optimizer.state: once
-            # `del opt.state[p]` or `opt.state[p] = {}` drops it, only this
-            # plan's reference is left (a caller that keeps its own reference
-            # to the old dict hides this; `opt.state[p].clear()` and replaced
-            # entries are caught below)
-            if r.dict != NULL and r.dict.ob_refcnt < 2:  # (read the field: a cast to object would add a ref)
+            if not self._state_same(r):
                 return False
-            for k in range(r.nkeys):
-                cur = PyDict_GetItem(<object>r.dict, <object>r.keys[k])
-                if cur != r.vals[k]:
-                    return False
+            # held until the step ends: another thread's zero_grad() or
+            # `p.grad = ...` cannot free it while the GIL is released
+            self._hold(i, <PyObject *>g)
             pm = &self.pmeta[i]
             if pm.dim >= 0 and fast_ptr(p, &mp.ptr) and fast_meta(g, &mg):
                 # the param's storage and metadata are as built (else: rebuild,
@@ -497,12 +762,28 @@ cdef class Plan:
         return True
 
     def run(self):
-        """One fused step over the whole group, with the GIL released.
-        Returns True if AMP's found_inf made it skip."""
-        cdef int skipped
+        """One fused step over the whole group, with the GIL released (the
+        grads of this step, and the params and state, are held by the plan
+        meanwhile). Returns True if AMP's found_inf made it skip. Raises
+        RuntimeError if torch's thread pool reports an error."""
+        cdef int rc
         with nogil:
-            skipped = fo_group_step(&self.g)
-        return skipped != 0
+            rc = fo_group_step(&self.g)
+        self.release_grads()
+        if rc < 0:
+            raise RuntimeError(
+                f"fusedoptim: torch_parallel_for failed (error {rc}); the step is incomplete")
+        return rc != 0
+
+    def release_grads(self):
+        """Drop the plan's references to this step's grads (zero_grad frees them)."""
+        cdef Py_ssize_t i
+        cdef PyObject *g
+        for i in range(self.g.n):
+            g = self.held[i]
+            if g != NULL:
+                self.held[i] = NULL
+                Py_XDECREF(g)
 
 def roofline(list rw, list ro):
     """Same-traffic roofline kernel: reads every array once and writes the rw
@@ -524,4 +805,5 @@ def roofline(list rw, list ro):
     cdef int64_t nn = n
     with nogil:
         fo_roofline(w, nrw, r, nro, nn)
+    _check_pool()
 include "_reduce.pxi"

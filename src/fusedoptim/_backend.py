@@ -10,7 +10,8 @@ import torch
 from . import _C
 
 _ISA_ENV = "FUSEDOPTIM_ISA"
-_state = {"pool": "serial (torch_parallel_for not found)", "fast_meta": False, "isa_source": "auto"}
+_state = {"pool": "serial (torch_parallel_for not found)", "fast_meta": False, "raw_storage": False,
+          "isa_source": "auto"}
 
 
 def _libtorch_cpu() -> ctypes.CDLL | None:
@@ -51,12 +52,48 @@ def _self_test_fast_meta() -> bool:
         torch.empty(0, 3),
     ]
     codes = {torch.float32: 6, torch.float64: 7, torch.bfloat16: 15}
+    # the object layout first, without calling any accessor: a THPVariable
+    # must hold its TensorImpl pointer right after the PyObject header, else
+    # the accessors would be handed a wild pointer (a crash, not a False)
+    if not all(_C.fast_meta_layout_ok(t) for t in samples):
+        return False
     for t in samples:
         got = _C.fast_meta_probe(t)
         want = (t.data_ptr(), tuple(t.shape), tuple(t.stride()), codes[t.dtype], 0)
         if got != want:
             return False
     return True
+
+
+def _self_test_raw_storage():
+    """Locate the storage words (see _C.raw_storage_scan) on probes with
+    distinct storages, offsets and sizes, then check that the fingerprint
+    follows `.data = ...`, `set_()`, `share_memory_()`-like storage swaps and
+    `resize_()`. -> the offsets, or None (the accessor path is used)."""
+    base = torch.arange(4096, dtype=torch.float32)
+    buf = bytearray(512)  # a from_blob storage: its DataPtr's context differs from its data
+    probes = [torch.frombuffer(buf, dtype=torch.float32)[5:100], base[3:40], base[77:1100], torch.zeros(5, 7, dtype=torch.float64)[1:],
+              torch.nn.Parameter(torch.ones(9, dtype=torch.bfloat16)), torch.zeros((), dtype=torch.float32),
+              torch.empty(1234, dtype=torch.float16)[1001:1030]]
+    offs = _C.raw_storage_scan(probes)
+    if offs is None:
+        return None
+    _C.set_raw_storage(offs)
+    try:
+        t = torch.zeros(64)
+        fps = [_C.raw_fingerprint(t)]
+        t.data = torch.zeros(64)
+        fps.append(_C.raw_fingerprint(t))
+        t.set_(torch.zeros(64).untyped_storage(), 0, (64,))
+        fps.append(_C.raw_fingerprint(t))
+        t.set_(t.untyped_storage(), 8, (40,))
+        fps.append(_C.raw_fingerprint(t))
+        t.resize_(30)
+        fps.append(_C.raw_fingerprint(t))
+        ok = len(set(fps)) == len(fps) and fps[-1][3] == 30 and fps[-2][2] == 8
+    finally:
+        _C.set_raw_storage(None)
+    return offs if ok else None
 
 
 def _wire_fast_meta(lib) -> None:
@@ -71,6 +108,13 @@ def _wire_fast_meta(lib) -> None:
     ok = _self_test_fast_meta()
     _C.enable_fast_meta(ok)
     _state["fast_meta"] = ok
+    if ok:
+        offs = _self_test_raw_storage()
+        _C.set_raw_storage(offs)
+        _state["raw_storage"] = offs is not None
+        probe = torch.nn.Parameter(torch.zeros(2))
+        probe.grad = torch.ones(2)
+        _C.set_grad_getter(torch._C.TensorBase.__dict__["grad"], probe)
 
 
 def best_isa() -> str:
@@ -80,14 +124,36 @@ def best_isa() -> str:
     return "baseline"
 
 
+_ATEN_ENV = "ATEN_CPU_CAPABILITY"
+_ATEN_TO_ISA = {"avx512": "avx512", "avx2": "avx2", "default": "baseline"}
+_ISA_RANK = {"baseline": 0, "avx2": 1, "avx512": 2}
+
+
+def aten_isa() -> str | None:
+    """The variant matching $ATEN_CPU_CAPABILITY (torch's own kernel choice,
+    which fp32 bit-parity with torch depends on), capped at what this CPU and
+    build run, as torch caps it; None when unset or not an x86 capability."""
+    want = _ATEN_TO_ISA.get((os.environ.get(_ATEN_ENV) or "").strip().lower())
+    if want is None:
+        return None
+    best = best_isa()
+    return want if _ISA_RANK[want] <= _ISA_RANK[best] else best
+
+
 def select_isa(name: str | None = None) -> str:
-    """Select the kernel variant: `name`, else $FUSEDOPTIM_ISA, else the best
-    this CPU runs. Raises ValueError for an unknown name and RuntimeError for
-    one this CPU (or this build) cannot run."""
+    """Select the kernel variant: `name`, else $FUSEDOPTIM_ISA, else the one
+    matching torch's $ATEN_CPU_CAPABILITY when the user set it (avx512, avx2,
+    default -> baseline), else the best this CPU runs. Raises ValueError for
+    an unknown name and RuntimeError for one this CPU (or this build) cannot
+    run."""
     source = "argument"
     if name is None:
         name = os.environ.get(_ISA_ENV) or None
         source = f"${_ISA_ENV}" if name else "auto"
+    if name is None:
+        name = aten_isa()
+        if name is not None:
+            source = f"${_ATEN_ENV}"
     if name is None:
         name = best_isa()
     name = name.strip().lower()

@@ -13,7 +13,7 @@ import torch
 from torch.optim.optimizer import _use_grad_for_differentiable
 
 from . import _C, _cuda
-from ._validate import check_grad, check_group_devices, check_param_dtype, check_state_dict, is_dense
+from ._validate import check_grad, check_param_dtype, check_state_dict, is_dense
 
 _NATIVE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _LOW = (torch.bfloat16, torch.float16)
@@ -30,6 +30,10 @@ EXTRA_DEFAULTS = dict(
     max_grad_norm=None,
 )
 _STATE_DTYPES = (None, torch.float32, torch.bfloat16, torch.float16, torch.float64)
+#: State that accumulates squared grads (or squared updates): in float16 it
+#: underflows to 0 below |g| ~ 2.4e-4 and overflows to inf above |g| = 256, so
+#: state_dtype=torch.float16 is rejected for optimizers that keep one.
+_SQUARED_STATE = frozenset({"exp_avg_sq", "max_exp_avg_sq", "sum", "square_avg", "acc_delta"})
 
 
 def native_param(p: torch.Tensor) -> bool:
@@ -127,6 +131,7 @@ class FusedOptimizerMixin:
             for k, v in defaults.items():
                 group.setdefault(k, v)
             check_extras(name, group)
+            self._fo_check_state_dtype(group)
         self._step_supports_amp_scaling = True
 
     @classmethod
@@ -141,6 +146,7 @@ class FusedOptimizerMixin:
         if "l1_weight_decay" in self.defaults:  # after __init__ (which checks its groups itself)
             try:
                 check_extras(type(self).__name__, self.param_groups[-1])
+                self._fo_check_state_dtype(self.param_groups[-1])
             except ValueError:
                 self.param_groups.pop()  # as if never added
                 raise
@@ -166,6 +172,20 @@ class FusedOptimizerMixin:
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------
+    def _fo_check_state_dtype(self, group) -> None:
+        """state_dtype=torch.float16 is refused for state that holds squared
+        grads (Adam's exp_avg_sq, Adagrad's sum, ...): float16's range
+        (6e-8 .. 65504) cannot hold g*g for |g| < 2.4e-4 or > 256."""
+        if group.get("state_dtype") != torch.float16:
+            return
+        sq = sorted(k for k in self._fo_order(group) if k in _SQUARED_STATE)
+        if sq:
+            raise ValueError(
+                f"{type(self).__name__}: state_dtype=torch.float16 cannot hold {', '.join(sq)} (squared "
+                f"grads underflow to 0 below |g| ~ 2.4e-4 and overflow above 256); use torch.bfloat16 "
+                f"or torch.float32"
+            )
+
     @staticmethod
     def _fo_wd_mode(group) -> int:
         if group["weight_decay"] == 0:
@@ -192,12 +212,12 @@ class FusedOptimizerMixin:
     def _fo_check_group(self, group) -> None:
         """Every check a group's grads must pass, changing nothing (phase 1)."""
         check_extras(type(self).__name__, group)
+        self._fo_check_state_dtype(group)
         self._fo_check_params([p for p in group["params"] if p.grad is not None])
 
     def _fo_check_params(self, with_grad) -> None:
         name = type(self).__name__
-        check_group_devices(name, with_grad)
-        for p in with_grad:
+        for p in with_grad:  # (one group may mix devices: each device's params take their own path)
             check_param_dtype(name, p)
             if not (self._fo_sparse_ok and p.grad.is_sparse):
                 check_grad(name, p, p.grad)
@@ -205,17 +225,23 @@ class FusedOptimizerMixin:
     def _fo_state_dtype(self, group, p, state, slots):
         """The dtype of p's state arrays: the group's state_dtype if set, else
         what the state already has (a checkpoint's fp32 state stays fp32),
-        else p's dtype."""
+        else float32 under master_weights (fp32 moments with fp32 masters,
+        as apex, DeepSpeed and Megatron keep them), else p's dtype."""
         sd = group.get("state_dtype")
         if sd is not None:
             return sd
+        master = group.get("master_weights") and p.dtype in _LOW
+        if master:
+            st = state.get("step")
+            if st is None or (torch.is_tensor(st) and float(st) == 0):
+                return torch.float32  # never stepped (torch's Adagrad fills `sum` in __init__)
         for k in slots:
             t = state.get(k) if k else None
             if torch.is_tensor(t) and t.is_floating_point():
                 if (t.dtype == torch.float64) == (p.dtype == torch.float64):
                     return t.dtype
                 break
-        return p.dtype
+        return torch.float32 if master else p.dtype
 
     def _fo_init_state(self, group, p):
         """Create p's state lazily (in torch's key order) and bring it to the
@@ -272,6 +298,7 @@ class FusedOptimizerMixin:
             if master is None:
                 master = p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
             state["master_param"] = master = match_layout(p, master, torch.float32)
+            reseed_master(p, master)
             refs.append(("master_param", master))
         return arrays[0], arrays[1], arrays[2], step, first, (state, *refs), master, aux
 
@@ -291,11 +318,20 @@ class FusedOptimizerMixin:
                 s0, s1, s2, step, first, ref, master, aux = self._fo_init_state(group, p)
                 plan.add(j, p, s0, s1, s2, step, first, ref, master, aux, sr)
         plan.finalize()
+        plan.versions = None
         return plan
 
     def _fo_refresh(self, plan, group):
-        """Per-step refresh of a valid plan: grads copied into the param's layout
-        where their strides differ, hyper-parameters read from the group."""
+        """Per-step refresh of a valid plan: master weights re-seeded where the
+        user changed the param since the last step, grads copied into the
+        param's layout where their strides differ, hyper-parameters read from
+        the group."""
+        vers = plan.versions
+        if vers is not None:  # master_weights: p._version as left by the last step
+            state = self.state
+            for i, p in enumerate(plan.params):
+                if p._version != vers[i]:
+                    reseed_master(p, state[p]["master_param"])
         for i in plan.relayout:
             p = plan.params[i]
             buf = plan.scratch[i]
@@ -315,19 +351,9 @@ class FusedOptimizerMixin:
             plan.set_seed(int(seed) & 0xFFFFFFFFFFFFFFFF)
 
     def _fo_amp(self):
-        """GradScaler's (grad_scale, found_inf) as CPU float32 scalars, or None."""
-        gs = getattr(self, "grad_scale", None)
-        fi = getattr(self, "found_inf", None)
-        out = []
-        for t in (gs, fi):
-            if t is not None:
-                if not torch.is_tensor(t):
-                    t = torch.tensor(float(t), dtype=torch.float32)
-                if t.device.type != "cpu" or t.dtype != torch.float32 or t.numel() != 1:
-                    t = t.detach().reshape(()).to("cpu", torch.float32)
-                t = t.reshape(()).contiguous()
-            out.append(t)
-        return out
+        """GradScaler's (grad_scale, found_inf) as CPU float32 scalars, or None
+        (a copy to the host when they live on a device)."""
+        return _Amp(self).host()
 
     @_use_grad_for_differentiable
     def step(self, closure=None):
@@ -368,13 +394,15 @@ class FusedOptimizerMixin:
             else:
                 self._fo_check_group(group)
                 todo.append([group, key, None])
-        grad_scale, found_inf = self._fo_amp()
-        if found_inf is not None and float(found_inf) != 0.0:
+        amp = _Amp(self)
+        if amp.active and any(_reads_amp_on_host(item) for item in todo) and amp.skip():
             return loss  # AMP: inf/NaN grads, the step is skipped (GradScaler backs off)
+        # (a step whose params all take the CUDA kernels leaves found_inf and
+        # grad_scale on the device: the kernels read them there, no host sync)
         # 2. build what must be built (lazy state), then run every group
         for item in todo:
             group, plan, fallback = item
-            if fallback is None:  # plan holds the key of a plan to build
+            if fallback is None:  # plan holds the key of a plan to build (a tuple)
                 plan = self._fo_build(group, plan)
                 if not plan.load_grads(group["params"], state):  # pragma: no cover
                     raise RuntimeError("fusedoptim: a freshly built plan does not match its group")
@@ -387,30 +415,44 @@ class FusedOptimizerMixin:
         for group, plan, fallback in todo:
             coef = None
             if fallback and group.get("max_grad_norm"):
-                coef = self._fo_clip_coef(group, grad_scale)
+                coef = self._fo_clip_coef(group, amp)
             if plan is not None and plan.n:  # (a group of CUDA params only reads no host scalars here)
                 self._fo_refresh(plan, group)
                 if coef is not None:  # mixed group: the norm spans torch's params too
                     plan.set_clip_coef(coef)
+                grad_scale = amp.host()[0]
                 plan.set_amp(grad_scale, None)
-                plan.run()
-                torch._C._increment_version(plan.params)
+                try:
+                    plan.run()
+                finally:
+                    torch._C._increment_version(plan.params)
+                if grad_scale is not None:
+                    # grads of other strides were unscaled in their scratch
+                    # copy: store them back unscaled, as the others (torch's
+                    # fused kernels unscale p.grad in place)
+                    for i in plan.relayout:
+                        plan.params[i].grad.copy_(plan.scratch[i])
+                if group.get("master_weights"):
+                    plan.versions = [p._version for p in plan.params]
+            elif plan is not None:
+                plan.release_grads()
             if fallback:
-                self._fo_torch_fallback(group, fallback, grad_scale, coef)
+                self._fo_torch_fallback(group, fallback, amp, coef)
         return loss
 
-    def _fo_clip_coef(self, group, grad_scale) -> float:
+    def _fo_clip_coef(self, group, amp) -> float:
         """Clip coefficient of the group's whole grad norm (params the kernels
         serve and torch's alike), as torch's clip_grad_norm_ computes it."""
         grads = [p.grad for p in group["params"] if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads, 2.0)
         norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        grad_scale = amp.host()[0] if amp is not None else None
         if grad_scale is not None:
             norm /= float(grad_scale)
         coef = group["max_grad_norm"] / (norm + 1e-6)
         return coef if (coef < 1.0 or coef != coef) else 1.0
 
-    def _fo_torch_fallback(self, group, params, grad_scale=None, coef=None):
+    def _fo_torch_fallback(self, group, params, amp=None, coef=None):
         """torch's implementation for params the kernels do not serve, with
         fusedoptim's options applied around it. torch 2.13's fused (and
         foreach) CPU kernels mis-update non-contiguous params and grads whose
@@ -419,6 +461,11 @@ class FusedOptimizerMixin:
         params, group = _cuda.step_cuda(self, group, params, coef)  # CUDA params: fusedoptim's CUDA kernels
         if not params:
             return
+        grad_scale = None
+        if amp is not None and amp.active:
+            if amp.skip():  # (params left to torch: its path needs the host's answer)
+                return
+            grad_scale = amp.host()[0]
         name = type(self).__name__
         for opt in ("master_weights", "stochastic_rounding"):
             if group.get(opt):
@@ -543,3 +590,61 @@ def native_step(state, key="step"):
     elif s.dim() != 0 or not s.is_contiguous():
         s = state[key] = s.reshape(()).clone()
     return s
+
+
+def _reads_amp_on_host(item) -> bool:
+    """A step item [group, plan or key, fallback params] runs something that
+    reads GradScaler's scalars on the host: the CPU kernels, or torch's path
+    for params the CUDA kernels do not take."""
+    group, plan, fallback = item
+    dev = _cuda._DEVICE_TYPE
+    if plan is not None and not isinstance(plan, tuple):
+        return plan.n > 0 or any(p.device.type != dev for p in fallback)
+    return any(p.grad is not None and p.device.type != dev for p in group["params"])
+
+
+def reseed_master(p: torch.Tensor, master: torch.Tensor) -> None:
+    """The fp32 master follows the user's changes to its low-precision param:
+    every element whose value differs from the master's round-to-nearest
+    image (`p.data = ...`, `load_state_dict`, `mul_(mask)`, an EMA swap) is
+    re-seeded from the param (master = float(p)); elements the user left
+    alone keep the master's extra precision. NaNs compare unequal: a NaN
+    param re-seeds its element."""
+    with torch.no_grad():
+        pd = p.detach()
+        changed = master.to(pd.dtype) != pd
+        if bool(changed.any()):
+            torch.where(changed, pd.to(torch.float32), master, out=master)
+
+
+class _Amp:
+    """GradScaler's grad_scale / found_inf for one step, copied to the host
+    only when something here reads them there (the CPU kernels, torch's
+    path); the CUDA kernels read the device tensors themselves."""
+
+    __slots__ = ("gs", "fi", "active", "_host")
+
+    def __init__(self, opt):
+        self.gs = getattr(opt, "grad_scale", None)
+        self.fi = getattr(opt, "found_inf", None)
+        self.active = self.gs is not None or self.fi is not None
+        self._host = None
+
+    def host(self):
+        """(grad_scale, found_inf) as contiguous CPU float32 0-d tensors, or None."""
+        if self._host is None:
+            out = []
+            for t in (self.gs, self.fi):
+                if t is not None:
+                    if not torch.is_tensor(t):
+                        t = torch.tensor(float(t), dtype=torch.float32)
+                    if t.device.type != "cpu" or t.dtype != torch.float32 or t.numel() != 1:
+                        t = t.detach().reshape(()).to("cpu", torch.float32)
+                    t = t.reshape(()).contiguous()
+                out.append(t)
+            self._host = tuple(out)
+        return self._host
+
+    def skip(self) -> bool:
+        fi = self.host()[1]
+        return fi is not None and float(fi) != 0.0

@@ -4,6 +4,7 @@
 from libc.stdlib cimport malloc
 
 cdef extern from "kernels.h" nogil:
+    int fo_take_pool_error()
     enum:
         FO_DT_BF16
         FO_DT_F16
@@ -92,6 +93,7 @@ cdef class RTable:
         cdef double r
         with nogil:
             r = fo_multi_norm(self.t, self.n, p, self.scratch, NULL)
+        _check_pool()
         return r
 
     def norms(self, double p):
@@ -103,6 +105,7 @@ cdef class RTable:
         try:
             with nogil:
                 r = fo_multi_norm(self.t, self.n, p, self.scratch, per)
+            _check_pool()
             return r, [per[i] for i in range(self.n)]
         finally:
             free(per)
@@ -123,6 +126,13 @@ cdef class RTable:
         caller bumps the tensors' version counters."""
         with nogil:
             fo_multi_scale(self.t, self.n, coef, self.scratch)
+        _check_pool()
+
+cdef _check_pool():
+    """Raise if torch_parallel_for reported an error in this thread's last call."""
+    cdef int rc = fo_take_pool_error()
+    if rc != 0:
+        raise RuntimeError(f"fusedoptim: torch_parallel_for failed (error {rc}); the result is incomplete")
 
 def rtable(list tensors):
     """An RTable over `tensors`, or None if the kernels cannot serve all of
