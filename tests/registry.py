@@ -506,10 +506,28 @@ def forms_position_independent() -> bool:
     return _x86() and fo_isa() == "baseline" and torch_isa() == "DEFAULT"
 
 
-# FP32 tolerance when the instruction sets differ (FMA vs separate roundings)
-FP32_RTOL, FP32_ATOL = 1e-5, 1e-6
-# FP64 oracle: torch's for-loop path
-FP64_RTOL, FP64_ATOL = 1e-12, 1e-14
+# Tolerances of the comparisons that are not bit-exact (an FMA against
+# separate roundings, torch's for-loop path as the oracle), derived from the
+# values' magnitude, never a fixed absolute bound that holds on one machine:
+#   |actual - expected| <= RTOL * |expected| + ULPS * eps(dtype) * max|expected|
+# The relative term covers each element; the absolute term is ULPS units in
+# the last place of the tensor's largest finite value, the scale at which a
+# cancellation (m = beta*m + (1-beta)*g near 0, p - lr*u near 0) loses bits.
+FP32_RTOL, FP32_ULPS = 1e-5, 64
+FP64_RTOL, FP64_ULPS = 1e-12, 64
+FP32_ATOL = FP64_ATOL = None  # (no fixed absolute bound: None = magnitude_atol)
+ULPS = {torch.float32: FP32_ULPS, torch.float64: FP64_ULPS, torch.bfloat16: 4, torch.float16: 4}
+RTOL = {torch.float32: FP32_RTOL, torch.float64: FP64_RTOL, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+
+
+def magnitude_atol(expected: torch.Tensor, ulps: float | None = None) -> float:
+    """ULPS units in the last place of the tensor's largest finite |value|
+    (the smallest normal number's ulp for an all-zero or empty tensor)."""
+    e = expected.detach()
+    dt = e.dtype if e.is_floating_point() else torch.float32
+    fin = e[torch.isfinite(e)].abs() if e.numel() else e
+    scale = max(float(fin.max()) if fin.numel() else 0.0, torch.finfo(dt).tiny)
+    return (ULPS.get(dt, 64) if ulps is None else ulps) * torch.finfo(dt).eps * scale
 
 
 # ---------------------------------------------------------------- comparisons ---
@@ -565,12 +583,20 @@ def assert_close(actual, expected, rtol, atol, what=""):
 
 
 def compare_tensor(actual, expected, mode, what, rtol=None, atol=None):
-    """mode: "bitwise" or "close" (rtol/atol default by dtype)."""
+    """mode: "bitwise" or "close" (rtol by dtype unless given; the absolute
+    part from the values' magnitude, `magnitude_atol`, unless given)."""
     if mode == "bitwise":
         assert_bitwise_equal(actual, expected, what)
         return
+    assert_close_ulps(actual, expected, what, rtol, atol)
+
+
+def assert_close_ulps(actual, expected, what="", rtol=None, atol=None):
+    """assert_close with RTOL[dtype] and the magnitude-derived absolute part."""
     if rtol is None:
-        rtol, atol = (FP64_RTOL, FP64_ATOL) if actual.dtype == torch.float64 else (FP32_RTOL, FP32_ATOL)
+        rtol = RTOL.get(expected.dtype, FP32_RTOL)
+    if atol is None:
+        atol = magnitude_atol(expected)
     assert_close(actual, expected, rtol, atol, what)
 
 

@@ -256,7 +256,7 @@ def test_master_weights(info, dtype):
     for k, (a, m) in enumerate(zip(ours, ref32)):
         master = opt.state[a]["master_param"]
         assert master.dtype == torch.float32
-        R.assert_close(master, m.detach(), 1e-5, 1e-6, f"{info.name} master P{k}")
+        R.assert_close_ulps(master, m.detach(), f"{info.name} master P{k}")
         R.assert_bitwise_equal(a.detach(), master.to(dtype), f"{info.name} param = rounded master P{k}")
     sd = opt.state_dict()
     assert all("master_param" in st for st in sd["state"].values())

@@ -429,7 +429,6 @@ cdef class Plan:
     cdef public list scratch         # per plan index: scratch grad buffer or None
     cdef public object group         # the param_group dict this plan serves
     cdef readonly list fallback      # params_all entries served by torch's path
-    cdef public object versions      # master_weights: each param's _version after the last step, or None
     cdef Py_ssize_t nraw             # state tensors fingerprinted raw (see _raw_same)
     cdef PyObject **raw_obj          # ... each tensor (borrowed: state_refs holds it)
     cdef uintptr_t *raw_fp           # ... its fingerprint when built (4 words)

@@ -298,7 +298,11 @@ class FusedOptimizerMixin:
             if master is None:
                 master = p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
             state["master_param"] = master = match_layout(p, master, torch.float32)
-            reseed_master(p, master)
+            seen = self.__dict__.get("_fo_pver", {}).get(id(p))
+            if seen is None or seen[0] is not p or seen[1] != p._version or seen[2] != p.data_ptr():
+                # the param changed since our last step (or we never stepped
+                # it: a loaded checkpoint): the master follows it
+                reseed_master(p, master)
             refs.append(("master_param", master))
         return arrays[0], arrays[1], arrays[2], step, first, (state, *refs), master, aux
 
@@ -318,7 +322,6 @@ class FusedOptimizerMixin:
                 s0, s1, s2, step, first, ref, master, aux = self._fo_init_state(group, p)
                 plan.add(j, p, s0, s1, s2, step, first, ref, master, aux, sr)
         plan.finalize()
-        plan.versions = None
         return plan
 
     def _fo_refresh(self, plan, group):
@@ -326,11 +329,12 @@ class FusedOptimizerMixin:
         user changed the param since the last step, grads copied into the
         param's layout where their strides differ, hyper-parameters read from
         the group."""
-        vers = plan.versions
-        if vers is not None:  # master_weights: p._version as left by the last step
+        if group.get("master_weights"):  # each param's _version as our last step left it
+            seen = self.__dict__.get("_fo_pver", {})
             state = self.state
-            for i, p in enumerate(plan.params):
-                if p._version != vers[i]:
+            for p in plan.params:
+                rec = seen.get(id(p))
+                if rec is not None and p._version != rec[1]:
                     reseed_master(p, state[p]["master_param"])
         for i in plan.relayout:
             p = plan.params[i]
@@ -433,7 +437,9 @@ class FusedOptimizerMixin:
                     for i in plan.relayout:
                         plan.params[i].grad.copy_(plan.scratch[i])
                 if group.get("master_weights"):
-                    plan.versions = [p._version for p in plan.params]
+                    seen = self.__dict__.setdefault("_fo_pver", {})
+                    for p in plan.params:
+                        seen[id(p)] = (p, p._version, p.data_ptr())
             elif plan is not None:
                 plan.release_grads()
             if fallback:

@@ -431,7 +431,7 @@ class _Part:
         self.first = first
         self.nlists = nlists
         self.device = device
-        self.refs = refs            # (state dict, key, tensor): still the optimizer's state?
+        self.refs = refs            # (param, state dict, key, tensor): still the optimizer's state?
 
 
 class _Plan:
@@ -445,11 +445,18 @@ class _Plan:
         self.key, self.parts, self.rest, self.group = key, parts, rest, group
 
 
-def _part_valid(part: _Part) -> bool:
-    """The cached part still describes the optimizer: every state tensor is
-    still the one in opt.state, and every grad is dense with its param's
+def _part_valid(part: _Part, state) -> bool:
+    """The cached part still describes the optimizer: every param's state dict
+    is still the one in opt.state (identity: `opt.state[p] = {}` or `del
+    opt.state[p]` is seen even while someone holds the old dict), every state
+    tensor is still the one in it, and every grad is dense with its param's
     layout (shape, dtype and device were checked by the optimizer's phase 1)."""
-    for st, k, t in part.refs:
+    last = None
+    for p, st, k, t in part.refs:
+        if st is not last:
+            if state.get(p) is not st:
+                return False
+            last = st
         if st.get(k) is not t:
             return False
     for p, c in zip(part.params, part.contig):
@@ -490,7 +497,7 @@ def _build(opt, group, kind, params, hp, l1):
             for lst in lists:
                 flat += lst
             keys = [k for k in opt._fo_order(group)]
-            refs = [(opt.state[p], k, opt.state[p][k]) for p in part for k in keys]
+            refs = [(p, opt.state[p], k, opt.state[p][k]) for p in part for k in keys]
             parts.append(_Part(part, flat, steps, first, nlists, device, refs))
     return parts, rest
 
@@ -517,7 +524,7 @@ def step_cuda(opt, group: dict, params: list, coef=None):
            group.get("state_dtype"))
     plans = opt.__dict__.setdefault("_fo_cuda_plans", {})
     plan = plans.get(id(group))
-    if plan is None or plan.group is not group or plan.key != key or not all(_part_valid(x) for x in plan.parts):
+    if plan is None or plan.group is not group or plan.key != key or not all(_part_valid(x, opt.state) for x in plan.parts):
         parts, rest = _build(opt, group, kind, params, hp, l1)
         plan = plans[id(group)] = _Plan(key, parts, rest, group)
         if not parts:
