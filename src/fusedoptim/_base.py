@@ -278,6 +278,12 @@ class FusedOptimizerMixin:
                 arrays.append(None)
                 continue
             t = state[key]
+            if not torch.is_tensor(t) or t.shape != p.shape:
+                raise ValueError(
+                    f"{type(self).__name__}: state[{key!r}] of a param of shape {tuple(p.shape)} is "
+                    f"{'a tensor of shape ' + str(tuple(t.shape)) if torch.is_tensor(t) else type(t).__name__}; "
+                    f"expected a tensor of the param's shape"
+                )
             if fresh and t.dtype != sdt and key != "momentum_buffer":
                 # never stepped (torch's Adagrad fills its state in __init__, in
                 # the param's dtype): fill anew in the state dtype, not a cast
@@ -297,6 +303,11 @@ class FusedOptimizerMixin:
             master = state.get("master_param")
             if master is None:
                 master = p.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
+            elif not torch.is_tensor(master) or master.shape != p.shape:
+                raise ValueError(
+                    f"{type(self).__name__}: state['master_param'] of a param of shape {tuple(p.shape)} "
+                    f"does not have the param's shape"
+                )
             state["master_param"] = master = match_layout(p, master, torch.float32)
             seen = self.__dict__.get("_fo_pver", {}).get(id(p))
             if seen is None or seen[0] is not p or seen[1] != p._version or seen[2] != p.data_ptr():
