@@ -33,6 +33,23 @@ cdef extern from *:
 
 cdef extern from *:
     """
+    /* A dict's version tag (PEP 509): changes with every mutation of the
+       dict, so an unchanged tag means unchanged entries (one load instead of
+       a lookup per entry). Used where this was checked (CPython 3.11 and
+       older); elsewhere FO_DICT_TAG is 0 and every entry is looked up. */
+    #if PY_VERSION_HEX < 0x030C0000
+    #define FO_HAVE_DICT_TAG 1
+    #define FO_DICT_TAG(d) ((unsigned long long)((PyDictObject *)(d))->ma_version_tag)
+    #else
+    #define FO_HAVE_DICT_TAG 0
+    #define FO_DICT_TAG(d) 0ULL
+    #endif
+    """
+    const int FO_HAVE_DICT_TAG
+    unsigned long long FO_DICT_TAG(PyObject *d)
+
+cdef extern from *:
+    """
     /* torch.Tensor.grad's C getter, called directly (no attribute lookup
        through the type's MRO): set once from the getset descriptor. */
     static PyGetSetDef *fo_grad_gs = NULL;
@@ -386,6 +403,7 @@ ctypedef struct PMeta:              # a plan param's metadata, cached at build
 
 ctypedef struct StateRef:
     PyObject *dict               # the param's state dict (borrowed; kept alive by state_refs)
+    unsigned long long tag       # its version tag when its entries were last found as built (0: never)
     PyObject *param              # its key in optimizer.state (borrowed; kept alive by params)
     Py_hash_t hash               # hash(param), computed once
     int nkeys
@@ -435,6 +453,7 @@ cdef class Plan:
     cdef uintptr_t *raw_work         # ... scratch of _raw_same
     cdef PyObject **held             # per plan index: the grad of this step (a reference), held while the kernel runs
     cdef bint state_is_dict          # optimizer.state is a dict (the C lookup applies)
+    cdef unsigned long long state_tag  # optimizer.state's version tag when last found as built (0: never)
 
     def __cinit__(self, int kind, tuple params_all, object key, object state_obj):
         cdef Py_ssize_t na = len(params_all)
@@ -631,7 +650,7 @@ cdef class Plan:
         self.held[i] = g
         Py_XDECREF(old)
 
-    cdef bint _state_same(self, StateRef *r) noexcept:
+    cdef bint _state_same(self, StateRef *r, bint state_same) noexcept:
         """r's state is still what the plan points at: optimizer.state[p] is
         the very dict of the build (identity, not a refcount: a caller may
         hold the old dict), each state key still maps to the same tensor,
@@ -640,12 +659,17 @@ cdef class Plan:
         cdef PyObject *cur
         cdef uintptr_t fp[4]
         cdef Py_ssize_t k
+        cdef bint same
         if r.dict == NULL:
             return True
-        if self.state_is_dict:
+        if state_same:
+            pass  # optimizer.state not mutated since every state[p] was found as built
+        elif self.state_is_dict:
             cur = fo_dict_get(<PyObject *>self.state_obj, r.param, r.hash)
             if cur == NULL:
                 PyErr_Clear()
+                return False
+            if cur != r.dict:
                 return False
         else:
             try:
@@ -653,12 +677,15 @@ cdef class Plan:
             except Exception:
                 return False
             cur = <PyObject *>obj
-        if cur != r.dict:
-            return False
-        for k in range(r.nkeys):
-            cur = PyDict_GetItem(<object>r.dict, <object>r.keys[k])
-            if cur != r.vals[k]:
+            if cur != r.dict:
                 return False
+        same = FO_HAVE_DICT_TAG and FO_DICT_TAG(r.dict) == r.tag
+        for k in range(r.nkeys):
+            cur = r.vals[k]
+            if not same:
+                cur = PyDict_GetItem(<object>r.dict, <object>r.keys[k])
+                if cur != r.vals[k]:
+                    return False
             if r.raw[k]:
                 continue  # checked by _raw_same, for every tensor at once
             try:
@@ -666,6 +693,8 @@ cdef class Plan:
                     return False
             except Exception:
                 return False
+        if not same:
+            r.tag = FO_DICT_TAG(r.dict)
         return True
 
     cdef bint _raw_same(self) noexcept:
@@ -712,6 +741,8 @@ cdef class Plan:
             self.relayout = []
         if not self._raw_same():
             return False
+        cdef bint state_same = (FO_HAVE_DICT_TAG and self.state_is_dict and
+                                FO_DICT_TAG(<PyObject *>state_obj) == self.state_tag)
         for j in range(na):
             p = <object>PyList_GET_ITEM(params, j)
             if <PyObject *>p is not PyTuple_GET_ITEM(self.params_all, j):
@@ -731,7 +762,7 @@ cdef class Plan:
                 continue
             t = &self.g.t[i]
             r = &self.sref[i]
-            if not self._state_same(r):
+            if not self._state_same(r, state_same):
                 return False
             # held until the step ends: another thread's zero_grad() or
             # `p.grad = ...` cannot free it while the GIL is released
@@ -758,6 +789,8 @@ cdef class Plan:
                     self.relayout.append(i)
                 else:
                     t.grad = <void *><uintptr_t>g.data_ptr()
+        if FO_HAVE_DICT_TAG and self.state_is_dict:
+            self.state_tag = FO_DICT_TAG(<PyObject *>state_obj)  # every state[p] found as built
         return True
 
     def run(self):
