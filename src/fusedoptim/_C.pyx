@@ -8,7 +8,11 @@ own intra-op pool) and the AOTI tensor accessors (`aoti_torch_get_data_ptr`,
 sizes, strides, dtype, device type, layout), which let the per-step loop read
 a tensor's metadata in a few nanoseconds instead of ~100 ns per Python call.
 The accessor path is self-tested at import and switched off if torch's object
-layout ever disagrees; the slow path uses only public Python attributes.
+layout ever disagrees (the layout is checked first, against `Tensor._cdata`,
+before any accessor is handed a pointer); the slow path uses only public
+Python attributes. The state tensors' storage words (see "storage identity")
+are located by the same self-test and read directly, or through the
+accessors when it fails.
 """
 from cpython.object cimport PyObject
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
