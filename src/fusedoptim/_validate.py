@@ -47,17 +47,6 @@ def check_param_dtype(name: str, p: torch.Tensor) -> None:
         )
 
 
-def check_group_devices(name: str, params) -> None:
-    """One parameter group, one device: the fused step is one call per group."""
-    devs = {p.device for p in params}
-    if len(devs) > 1:
-        raise RuntimeError(
-            f"{name}: the params of one parameter group are on several devices "
-            f"({', '.join(sorted(str(d) for d in devs))}); put each device's params "
-            f"in a group of its own"
-        )
-
-
 def is_dense(t: torch.Tensor) -> bool:
     """True if t's elements fill one contiguous block of memory, in any order
     (contiguous, transposed, permuted): an elementwise update over that block
