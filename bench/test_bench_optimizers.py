@@ -112,7 +112,7 @@ def test_options(benchmark, workload_base, bench_quick, bench_threads, variant, 
         gc.collect()
 
 
-# ---------------------------------------------------------------- bench.py itself --
+# ------------------------------------------------- the fusedoptim.bench package itself --
 # Plain tests (no benchmark fixture): the runner's logic works end to end.
 
 def test_workload_shapes_full_size_counts():
