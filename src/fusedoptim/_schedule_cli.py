@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import inspect
 import sys
 from typing import Any, Callable
 
@@ -18,6 +19,46 @@ def _cli_schedulers() -> dict[str, type]:
 
     names = [n for n in mod._TORCH_ALL if n != "LRScheduler"] + ["WarmupLR", "WarmupCosineLR", "WarmupStableDecayLR"]
     return {n: getattr(mod, n) for n in names}
+
+
+def _optimizer_first(cls) -> bool:
+    """The optimizer is the constructor's first parameter (all but
+    ChainedScheduler, which takes it after `schedulers`)."""
+    try:
+        return next(iter(inspect.signature(cls).parameters)) == "optimizer"
+    except (TypeError, ValueError, StopIteration):
+        return True
+
+
+def _signature(cls) -> str:
+    """The constructor's parameters after the optimizer, as Python shows them."""
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return "(...)"
+    parts = []
+    for n, p in sig.parameters.items():
+        if n == "optimizer":
+            continue
+        if p.kind is p.VAR_POSITIONAL:
+            parts.append(f"*{n}")
+        elif p.kind is p.VAR_KEYWORD:
+            parts.append(f"**{n}")
+        else:
+            parts.append(n if p.default is p.empty else f"{n}={p.default!r}")
+    return f"({', '.join(parts)})"
+
+
+def _epilog() -> str:
+    lines = ["schedulers (the optimizer is supplied; arguments by position or keyword):"]
+    for name, cls in sorted(_cli_schedulers().items()):
+        lines.append(f"  {name}{_signature(cls)}")
+    lines += ["", "examples:",
+              "  python -m fusedoptim.lr_scheduler \"WarmupStableDecayLR(500, 8000, 1500, decay='cosine')\" "
+              "--steps 10000",
+              "  python -m fusedoptim.lr_scheduler \"WarmupLR(100, after=CosineAnnealingLR(T_max=900))\" "
+              "\"OneCycleLR(max_lr=1.0, total_steps=1000)\" --steps 1000 --out cmp.png"]
+    return "\n".join(lines)
 
 
 def _compile_value(node: ast.AST, where: str) -> Callable[[Optimizer], Any]:
@@ -44,8 +85,11 @@ def _compile_call(node: ast.Call) -> Callable[[Optimizer], Any]:
             f"unknown scheduler {ast.unparse(node.func)!r}; use one of: {', '.join(sorted(allowed))}"
         )
     cls = allowed[node.func.id]
-    if node.args:
-        raise ValueError(f"{node.func.id}(...): pass arguments by keyword (the optimizer is supplied)")
+    args = []
+    for i, a in enumerate(node.args):
+        if isinstance(a, ast.Starred):
+            raise ValueError(f"{node.func.id}(...): *args are not supported")
+        args.append(_compile_value(a, f"{node.func.id}(argument {i + 1})"))
     kwargs = {}
     for kw in node.keywords:
         if kw.arg is None:
@@ -53,9 +97,19 @@ def _compile_call(node: ast.Call) -> Callable[[Optimizer], Any]:
         if kw.arg == "optimizer":
             raise ValueError(f"{node.func.id}(...): the optimizer is supplied, do not pass one")
         kwargs[kw.arg] = _compile_value(kw.value, f"{node.func.id}({kw.arg}=...)")
+    first = _optimizer_first(cls)
+    try:  # arity and names now, as Python would check them
+        if first:
+            inspect.signature(cls).bind(None, *args, **kwargs)
+        else:
+            inspect.signature(cls).bind(*args, optimizer=None, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"{node.func.id}{_signature(cls)}: {e} (the optimizer is supplied)") from None
 
     def build(optimizer):
-        return cls(optimizer=optimizer, **{k: v(optimizer) for k, v in kwargs.items()})
+        pos = [a(optimizer) for a in args]
+        kw = {k: v(optimizer) for k, v in kwargs.items()}
+        return cls(optimizer, *pos, **kw) if first else cls(*pos, optimizer=optimizer, **kw)
 
     build.__name__ = node.func.id
     return build
@@ -63,8 +117,8 @@ def _compile_call(node: ast.Call) -> Callable[[Optimizer], Any]:
 
 def parse_schedule(expr: str) -> Callable[[Optimizer], Any]:
     """Turn ``"WarmupCosineLR(warmup_steps=500, total_steps=10000)"`` into a
-    factory ``optimizer -> scheduler``. Only calls of this module's schedulers
-    with literal keyword arguments (or nested scheduler calls, e.g. for
+    factory ``optimizer -> scheduler``. Only calls of fusedoptim.lr_scheduler's
+    schedulers with literal arguments (positional after the optimizer, or by keyword) (or nested scheduler calls, e.g. for
     ``WarmupLR(after=...)`` and ``SequentialLR(schedulers=[...])``) are
     accepted; nothing is evaluated."""
     try:
@@ -82,10 +136,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fusedoptim.lr_scheduler",
         description="Draw learning-rate schedules into a PNG (needs matplotlib: pip install 'fusedoptim[plot]').",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "schedules", nargs="+", metavar="EXPR",
-        help="a scheduler call with keyword arguments, e.g. \"WarmupCosineLR(warmup_steps=500, total_steps=10000)\"",
+        help="a scheduler call, e.g. \"WarmupCosineLR(warmup_steps=500, total_steps=10000)\" or "
+             "\"WarmupStableDecayLR(500, 8000, 1500, decay='cosine')\" (parameters: see below)",
     )
     parser.add_argument("--steps", type=int, required=True, help="number of steps to draw")
     parser.add_argument("--out", default="schedule.png", help="output file (default: schedule.png)")
