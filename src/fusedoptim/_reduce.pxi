@@ -3,10 +3,8 @@
 # fast tensor-metadata path (fast_meta) with the optimizer plans.
 from libc.stdlib cimport malloc
 
-cdef extern from "kernels.h" nogil:
-    enum:
-        FO_DT_BF16
-        FO_DT_F16
+# FO_DT_* come from _C.pyx's extern block of kernels.h (declaring them here
+# again made Cython warn "'FO_DT_BF16' redeclared")
 
 cdef extern from "reduce.h" nogil:
     ctypedef struct fo_rtensor:
