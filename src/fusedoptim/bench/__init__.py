@@ -9,6 +9,8 @@
     python -m fusedoptim.bench --workloads W3 --optimizers adamw --threads 1 --repeats 5
     python -m fusedoptim.bench --markdown           # tables as markdown, for the README
     python -m fusedoptim.bench --json out.json      # machine-readable results
+    python -m fusedoptim.bench --plot results.png   # chart of the results (x torch's best mode and
+                                                    # % of roofline per case) + results-convergence.png
 
 Contenders, per optimizer (see OPTIMIZERS for the hyper-parameters):
 
@@ -39,6 +41,17 @@ round-robin; ratios are taken pair by pair within a round and the median over
 rounds is reported. Gradients are set once and reused (step() does not free
 them). Nothing here asserts speed: targets are reported, not enforced.
 
+The header prints the load average and warns when other processes keep the
+CPUs busy (figures then unreliable); the report ends with every case (each
+optimizer x dtype x state option timed) under 85% of its own same-traffic
+roofline, and the run time.
+
+Modules: workloads (optimizers, workloads, parameter sets), traffic (traffic
+model, roofline kernel, calibration), timing_core (samples, rounds, paired
+ratios), timing (contenders, measure, measure_options), targets, report
+(header, tables, flags), plot (results chart), convergence, cli (arguments,
+run plan, main; `python -m fusedoptim.bench` runs __main__).
+
 The pieces are importable: `workload()`, `make_base()`, `traffic_model()`,
 `build_contender()`, `measure()` (one measurement: optimizer x workload x
 threads), `measure_options()`, `convergence()`, `evaluate_targets()`,
@@ -58,9 +71,11 @@ from .targets import (  # noqa: F401
 from .timing import (  # noqa: F401
     CONTENDERS, OPTION_VARIANTS, TORCH_MODES, Contender, build_contender, measure, measure_options)
 from .report import (  # noqa: F401
-    LEGEND, _fmt_ms, _fmt_x, _print, environment, format_details, format_header, format_options,
+    FLAG_ROOFLINE, LEGEND, _fmt_ms, _fmt_x, _print, busy_warning, environment, format_details, format_flags,
+    format_header, format_options, load_average, under_roofline,
     format_summary, format_table, format_traffic)
 from .convergence import (  # noqa: F401
     CONV_EVERY, CONV_LR, CONV_MODES, CONV_STEPS, CONV_WIDTH, QUICK_CONV_EVERY, QUICK_CONV_STEPS, convergence,
     format_convergence, plot_convergence)
-from .cli import QUICK_FAMILY_WORKLOAD, _cases, format_report, main, parse_args, run  # noqa: F401
+from .plot import _rows as plot_rows, plot_results  # noqa: F401
+from .cli import QUICK_FAMILY_WORKLOAD, _cases, convergence_plot_path, format_report, main, parse_args, run  # noqa: F401

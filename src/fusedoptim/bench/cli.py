@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import time
 from typing import Callable, Sequence
@@ -11,12 +12,15 @@ from typing import Callable, Sequence
 from .convergence import CONV_EVERY, CONV_STEPS, QUICK_CONV_EVERY, QUICK_CONV_STEPS, convergence, \
     plot_convergence
 from .convergence import format_convergence
-from .report import _print, _progress_note, environment, format_header, format_options, format_table
+from .plot import plot_results
+from .report import _print, _progress_note, environment, format_flags, format_header, format_options, format_table, \
+    load_average
 from .timing import CONTENDERS, measure, measure_options
 from .timing_core import DEFAULT_REPEATS, DEFAULT_WARMUP, QUICK_REPEATS
 from .traffic import roofline_calibration
 from .workloads import DEFAULT_WORKLOADS, OPTIMIZER_GROUPS, OPTIMIZERS, W1_NUMEL, WORKLOADS, \
     _canonical_workload, make_base, workload
+
 
 def _csv(kind: str, valid: Sequence[str], norm: Callable[[str], str], groups: dict | None = None):
     groups = groups or {}
@@ -79,7 +83,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-convergence", action="store_true", help="skip the convergence demonstration")
     ap.add_argument("--convergence-steps", type=int, default=None,
                     help=f"training steps per mode (default: {CONV_STEPS}, --quick: {QUICK_CONV_STEPS})")
-    ap.add_argument("--plot", metavar="PNG", help="save the convergence curves here (needs matplotlib)")
+    ap.add_argument("--plot", metavar="PNG",
+                    help="save a chart of the results here (per optimizer and workload: x torch's best mode and "
+                         "%% of the roofline) and the convergence curves next to it as <name>-convergence.png "
+                         "(needs matplotlib)")
     ap.add_argument("--json", metavar="PATH", help="write machine-readable results here")
     ap.add_argument("--markdown", action="store_true", help="print markdown tables (for the README)")
     args = ap.parse_args(argv)
@@ -174,7 +181,9 @@ def run(args: argparse.Namespace, log=sys.stderr) -> dict:
         steps = args.convergence_steps
         out["convergence"] = convergence(steps, _conv_every(steps, args.quick))
         _print(f"[convergence] {out['convergence']['seconds']:.1f} s", file=log)
-    _print(f"total {time.perf_counter() - t_start:.0f} s", file=log)
+    out["seconds"] = time.perf_counter() - t_start
+    out["load_average_end"] = load_average()
+    _print(f"total {out['seconds']:.0f} s", file=log)
     return out
 
 
@@ -185,9 +194,32 @@ def format_report(out: dict, markdown: bool = False) -> str:
         parts.append(format_table(out["results"], markdown=markdown))
     if out["options"]:
         parts.append(format_options(out["options"], markdown=markdown))
+    if out["results"] or out["options"]:
+        parts.append(format_flags(out["results"], out["options"], markdown=markdown))
     if out["convergence"]:
         parts.append(format_convergence(out["convergence"], markdown=markdown))
+    if out.get("seconds") is not None:
+        end = out.get("load_average_end")
+        line = f"Run time: {out['seconds']:.0f} s" + (f"; load average at the end {end[0]:.2f}" if end else "")
+        parts.append(f"*{line}*" if markdown else line)
     return "\n\n".join(parts)
+
+
+def convergence_plot_path(path: str) -> str:
+    """Where --plot PATH puts the convergence curves: PATH's stem + '-convergence'."""
+    root, ext = os.path.splitext(path)
+    return f"{root}-convergence{ext or '.png'}"
+
+
+def _plot_title(out: dict) -> str:
+    env = out["environment"]
+    t = f"fusedoptim {env['fusedoptim']} vs torch {env['torch']} on {env['cpu']} ({env['isa']})"
+    if out["results"] and out["results"][0].get("quick"):
+        t += " - QUICK sizes: smoke run"
+    la = env.get("load_average")
+    if la:
+        t += f"\nload average at start {la[0]:.2f} on {env['cpu_count']} CPUs"
+    return t
 
 
 def main(argv=None) -> int:
@@ -195,11 +227,14 @@ def main(argv=None) -> int:
     out = run(args)
     _print(format_report(out, markdown=args.markdown))
     if args.plot:
-        if out["convergence"] is None:
-            _print(f"\n--plot {args.plot}: no convergence run (--no-convergence): nothing plotted", file=sys.stderr)
-        else:
-            why = plot_convergence(out["convergence"], args.plot)
-            _print(f"\n{why}" if why else f"\nconvergence plot written to {args.plot}", file=sys.stderr)
+        if out["results"] or out["options"]:
+            why = plot_results(out["results"], out["options"], args.plot,
+                               title=_plot_title(out))
+            _print(f"\n{why}" if why else f"\nresults chart written to {args.plot}", file=sys.stderr)
+        if out["convergence"] is not None:
+            path = convergence_plot_path(args.plot) if (out["results"] or out["options"]) else args.plot
+            why = plot_convergence(out["convergence"], path)
+            _print(f"\n{why}" if why else f"\nconvergence plot written to {path}", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=str)

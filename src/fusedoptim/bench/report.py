@@ -24,6 +24,33 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average() -> tuple | None:
+    """The 1, 5 and 15-minute load averages (None where the OS has none)."""
+    try:
+        return tuple(round(x, 2) for x in os.getloadavg())
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_warning(load: tuple | None, cpu_count: int | None, threads: Sequence[int]) -> str | None:
+    """A warning when other processes keep the CPUs busy: fewer idle CPUs
+    (count minus the 1-minute load) than the largest thread count timed,
+    by more than half a CPU (the load includes this process's own start-up).
+    Then a timed step shares its cores: absolute times grow, 2-thread runs
+    can come out slower than 1-thread ones, and ratios against the roofline
+    or torch move with whatever else runs."""
+    if not load or not cpu_count or not threads:
+        return None
+    idle = cpu_count - load[0]
+    need = max(threads)
+    if idle > need - 0.5:
+        return None
+    return (f"WARNING: the machine is busy (load average {load[0]:.2f} over {cpu_count} CPUs: "
+            f"{max(idle, 0):.1f} idle for up to {need} threads): the figures below are unreliable "
+            f"(slower absolute times, {need}-thread runs may lose to 1-thread ones, ratios inflate); "
+            f"rerun on a quiet machine.")
+
+
 def environment() -> dict:
     """show_config()-style facts about this run."""
     try:
@@ -42,6 +69,7 @@ def environment() -> dict:
         "torch_threads_default": torch.get_num_threads(),
         "thread_pool": cfg.get("thread_pool", "?"),
         "tensor_metadata": cfg.get("tensor_metadata", "?"),
+        "load_average": load_average(),
     }
 
 
@@ -58,6 +86,10 @@ def format_header(env: dict, calibration: Sequence[dict] = (), *, threads: Seque
         ("cpu", f"{env['cpu']} ({env['machine']}, {env['cpu_count']} logical CPUs)"),
         ("thread_pool", env["thread_pool"]),
     ]
+    if env.get("load_average"):
+        la = env["load_average"]
+        items.append(("load average", f"{la[0]:.2f}, {la[1]:.2f}, {la[2]:.2f} (1, 5, 15 min) at the start, "
+                                      f"{env['cpu_count']} logical CPUs"))
     if threads:
         items.append(("threads", f"{', '.join(map(str, threads))} (torch.set_num_threads; "
                                  f"torch default here: {env['torch_threads_default']})"))
@@ -70,16 +102,20 @@ def format_header(env: dict, calibration: Sequence[dict] = (), *, threads: Seque
                                    "arrays and dtypes: param (or fp32 master) read+write, grad read, each "
                                    "state array read+write, bf16 image of a master copy written; LAMB: "
                                    "2 passes (re-reads param and moments); e.g. AdamW fp32 28 B, bf16 14 B"))
+    items.append(("roofline kernel", "fusedoptim._C.roofline is float32-only: a 2-byte (bf16/fp16) stream is "
+                                     "timed as float32 arrays of half the length, i.e. the same byte count "
+                                     "(same traffic, not the same element count)"))
     for c in calibration:
         t = f"{c['threads']} thread{'s' if c['threads'] != 1 else ''}"
         items.append((f"roofline {t}", f"{c['gbps']:.1f} GB/s median, {c['max_gbps']:.1f} best "
                                        f"({c['rw']} rw + {c['ro']} ro arrays of {c['numel'] / 1e6:.1f} M)"))
         items.append((f"torch add_ {t}", f"{c['torch_add_gbps']:.1f} GB/s median, "
                                          f"{c['torch_add_max_gbps']:.1f} best (12 B/element, reference)"))
+    warn = busy_warning(env.get("load_average"), env.get("cpu_count"), threads) if threads else None
     if markdown:
-        return "\n".join(f"- **{k}**: {v}" for k, v in items)
+        return "\n".join(f"- **{k}**: {v}" for k, v in items) + (f"\n\n**{warn}**" if warn else "")
     width = max(len(k) for k, _ in items)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in items)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in items) + (f"\n{warn}" if warn else "")
 
 
 def _fmt_ms(x: float) -> str:
@@ -182,7 +218,8 @@ def format_traffic(results: Sequence[dict], markdown: bool = False) -> str:
 
 LEGEND = ("x <mode>: fusedoptim speedup over torch in that mode (median of per-round ratios; Lion/LAMB "
           "'(ref)': the plain-torch reference for-loop); x best: over torch's fastest mode in each round; "
-          "% roofline: roofline time / fusedoptim time (same-traffic kernel, same run); B/el: traffic model. "
+          "% roofline: roofline time / fusedoptim time (same-traffic kernel, same run; bf16 rows: float32 arrays "
+          "of the same byte count); B/el: traffic model. "
           "Targets (✓ met, ✗ missed): fp32 SGD/Adam/AdamW/Adagrad: W1/W2 >= 95% roofline, x forloop >= 5 "
           "(Adam/AdamW) / 2.5 (SGD, Adagrad), W3 x fused >= 10 and < 0.5 us/tensor at 1 thread; optimizers "
           "torch does not fuse: x best >= 5; bf16 (W4, W2bf16): >= 85% roofline, x fused >= 2")
@@ -191,7 +228,7 @@ LEGEND = ("x <mode>: fusedoptim speedup over torch in that mode (median of per-r
 def format_options(opts: Sequence[dict], markdown: bool = False) -> str:
     """The cost-of-the-options table."""
     headers = ["thr", "variant", "B/el", "ms (IQR)", "GB/s", "roofline GB/s", "% roofline",
-               "time / default", "x torch"]
+               "time / default", "x torch", "x best"]
     rows = []
     for o in opts:
         ref = o["reference_mode"]
@@ -199,16 +236,18 @@ def format_options(opts: Sequence[dict], markdown: bool = False) -> str:
             rows.append([str(o["threads"]), v["variant"], str(v["bytes_per_element"]),
                          f"{_fmt_ms(v['median_ms'])} ({_fmt_ms(v['p25_ms'])}-{_fmt_ms(v['p75_ms'])})",
                          f"{v['gbps']:.1f}", f"{v['roofline_gbps']:.1f}", f"{v['roofline_fraction']:.1%}",
-                         f"{v['time_vs_first']:.2f}", _fmt_x(v[f"speedup_{ref}"])])
+                         f"{v['time_vs_first']:.2f}", _fmt_x(v[f"speedup_{ref}"]),
+                         _fmt_x(v.get("speedup_best"))])
     if not opts:
         return ""
     o = opts[0]
     title = (f"Cost of the options: fusedoptim {o['optimizer_args']} on {o['workload']} "
              f"({o['workload_description']}); each variant next to a roofline moving its own traffic; "
-             f"x torch: speedup over torch {o['reference_mode']} (its default: bf16 state), "
+             f"x torch: speedup over torch {o['reference_mode']} (its default: bf16 state); x best: over torch's "
+             f"fastest mode in each round ({', '.join(o.get('torch_modes', [o['reference_mode']]))}); "
              + ", ".join(f"{x['threads']} thr {_fmt_ms(x['reference']['median_ms'])} ms" for x in opts))
     traffic = "; ".join(f"{v['variant']}: {v['traffic']}" for v in o["variants"])
-    table = _render(headers, rows, markdown, "rlrlrrrrr")
+    table = _render(headers, rows, markdown, "rlrlrrrrrr")
     if markdown:
         return f"**{title}**\n\n{table}\n\nTraffic: {traffic}"
     return f"{title}\n{table}\nTraffic: {traffic}"
@@ -226,6 +265,41 @@ def format_table(results: Sequence[dict], markdown: bool = False) -> str:
             + "".join("\n" + n for n in notes)
             + "\n\nTraffic model\n" + format_traffic(results)
             + "\n\nDetails (every contender)\n" + format_details(results))
+
+
+FLAG_ROOFLINE = 0.85  # cases under this fraction of their own same-traffic roofline are listed
+
+
+def under_roofline(results: Sequence[dict] = (), opts: Sequence[dict] = (), limit: float = FLAG_ROOFLINE) -> list:
+    """Every timed case (optimizer x workload/dtype x threads, and each
+    option variant) whose fusedoptim step ran under `limit` of its own
+    same-traffic roofline: [(label, fraction)]."""
+    out = []
+    for r in results:
+        f = r.get("roofline_fraction")
+        if f is not None and f < limit:
+            out.append((f"{r['optimizer_label']} {r['workload']} ({r['dtype']}) {r['threads']} thr", f))
+    for o in opts:
+        for v in o["variants"]:
+            if v["roofline_fraction"] < limit:
+                out.append((f"{o['optimizer_label']} {o['workload']} {v['variant']} {o['threads']} thr",
+                            v["roofline_fraction"]))
+    return out
+
+
+def format_flags(results: Sequence[dict] = (), opts: Sequence[dict] = (), markdown: bool = False) -> str:
+    """The summary's flag line: every case under 85% of its roofline."""
+    low = under_roofline(results, opts)
+    n = len(results) + sum(len(o["variants"]) for o in opts)
+    if not n:
+        return ""
+    if not low:
+        text = f"All {n} timed cases ran at >= {FLAG_ROOFLINE:.0%} of their same-traffic roofline."
+    else:
+        items = ", ".join(f"{label} {f:.0%}" for label, f in low)
+        text = (f"FLAG: {len(low)} of {n} timed cases ran under {FLAG_ROOFLINE:.0%} of their own same-traffic "
+                f"roofline: {items}.")
+    return f"**{text}**" if markdown else text
 
 
 def _notes(results: Sequence[dict]) -> list:

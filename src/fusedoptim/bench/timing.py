@@ -136,8 +136,8 @@ def measure_options(threads: int, *, optimizer: str = "adamw", workload_key: str
                     seed: int = 0) -> dict:
     """What the low-precision options cost: fusedoptim `optimizer` on a bf16
     workload with each variant's options, each next to a roofline moving that
-    variant's own traffic, and torch's fused step (default options) for
-    reference; all round-robin in one set of rounds."""
+    variant's own traffic, and torch's step in every mode it has (default
+    options: bf16 state) for reference; all round-robin in one set of rounds."""
     spec = OPTIMIZERS[optimizer]
     wl = workload(workload_key, quick)
     variants = OPTION_VARIANTS if variants is None else variants
@@ -151,10 +151,14 @@ def measure_options(threads: int, *, optimizer: str = "adamw", workload_key: str
         build[("roofline", v)] = functools.partial(build_contender, "roofline", spec, base, traffic=traffic[v])
         build[("fusedoptim", v)] = functools.partial(build_contender, "fusedoptim", spec, base, options=o)
     ref_mode = "fused" if "fused" in spec.modes else spec.modes[0]
-    build[(ref_mode, None)] = functools.partial(build_contender, ref_mode, spec, base)
+    modes = [m for m in TORCH_MODES if m in spec.modes]  # ref_mode among them
+    for m in modes:
+        build[(m, None)] = functools.partial(build_contender, m, spec, base)
     samples, inner = _run_rounds(build, threads, repeats=repeats, warmup=warmup, quick=quick,
                                  min_sample_s=min_sample_s)
     ref = samples[(ref_mode, None)]
+    # per round, torch's fastest mode in that round
+    best = [min(samples[(m, None)][i] for m in modes) for i in range(len(ref))]
     first = next(iter(variants))
     rows = []
     for v, o in variants.items():
@@ -165,11 +169,12 @@ def measure_options(threads: int, *, optimizer: str = "adamw", workload_key: str
                "roofline_gbps": nbytes / statistics.median(roof) / 1e9,
                "roofline_fraction": _paired(roof, s),
                "time_vs_first": _paired(s, samples[("fusedoptim", first)]),
-               f"speedup_{ref_mode}": _paired(ref, s)}
+               f"speedup_{ref_mode}": _paired(ref, s), "speedup_best": _paired(best, s)}
         row.update(_stats(s, inner[("fusedoptim", v)], nbytes, wl.tensors))
         rows.append(row)
     return {"optimizer": spec.key, "optimizer_label": spec.label, "optimizer_args": spec.description,
             "workload": wl.key, "workload_description": wl.description, "threads": threads,
-            "quick": quick, "repeats": repeats, "reference_mode": ref_mode,
+            "quick": quick, "repeats": repeats, "reference_mode": ref_mode, "torch_modes": modes,
+            "torch": {m: _stats(samples[(m, None)], inner[(m, None)], 1, wl.tensors) for m in modes},
             "reference": _stats(ref, inner[(ref_mode, None)], 1, wl.tensors), "variants": rows}
 
