@@ -287,8 +287,19 @@ def under_roofline(results: Sequence[dict] = (), opts: Sequence[dict] = (), limi
     return out
 
 
+def over_roofline(results: Sequence[dict] = (), opts: Sequence[dict] = (), limit: float = 1.05) -> list:
+    """Cases faster than their roofline kernel (by more than 5%): there the
+    roofline did not run at the memory bound and the % overstates."""
+    out = [(f"{r['optimizer_label']} {r['workload']} {r['threads']} thr", r["roofline_fraction"])
+           for r in results if (r.get("roofline_fraction") or 0) > limit]
+    out += [(f"{o['optimizer_label']} {o['workload']} {v['variant']} {o['threads']} thr", v["roofline_fraction"])
+            for o in opts for v in o["variants"] if v["roofline_fraction"] > limit]
+    return out
+
+
 def format_flags(results: Sequence[dict] = (), opts: Sequence[dict] = (), markdown: bool = False) -> str:
-    """The summary's flag line: every case under 85% of its roofline."""
+    """The summary's flag line: every case under 85% of its roofline (and
+    those over 105%, where the roofline itself is suspect)."""
     low = under_roofline(results, opts)
     n = len(results) + sum(len(o["variants"]) for o in opts)
     if not n:
@@ -299,7 +310,15 @@ def format_flags(results: Sequence[dict] = (), opts: Sequence[dict] = (), markdo
         items = ", ".join(f"{label} {f:.0%}" for label, f in low)
         text = (f"FLAG: {len(low)} of {n} timed cases ran under {FLAG_ROOFLINE:.0%} of their own same-traffic "
                 f"roofline: {items}.")
-    return f"**{text}**" if markdown else text
+    high = over_roofline(results, opts)
+    extra = ""
+    if high:
+        extra = (f"Roofline suspect in {len(high)} case(s), faster than their roofline kernel (it did not run at "
+                 f"the memory bound there, so the % overstates): "
+                 + ", ".join(f"{label} {f:.0%}" for label, f in high) + ".")
+    if markdown:
+        return f"**{text}**" + (f"\n\n{extra}" if extra else "")
+    return text + (f"\n{extra}" if extra else "")
 
 
 def _notes(results: Sequence[dict]) -> list:
