@@ -314,3 +314,32 @@ def test_cli_plot_writes_chart_and_convergence(tmp_path, capsys):
     assert conv.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"results chart written to {png}" in captured.err and "Run time:" in captured.out
     assert "timed cases ran" in captured.out
+
+
+@pytest.mark.parametrize("optimizer,options", [("adamw", {"state_dtype": torch.float32}),
+                                               ("adamw", {"master_weights": True}), ("adamw", {}),
+                                               ("lamb", {"state_dtype": torch.float32})])
+def test_roofline_calls_fit_the_fused_loop_and_move_each_array_once(monkeypatch, optimizer, options):
+    """Beyond 4 read-write / 2 read-only arrays the kernel's fallback re-reads
+    the read-only arrays per read-write one (more bytes, ~4x slower here): the
+    roofline cuts such a pass into calls that fit, each array once."""
+    from fusedoptim.bench import traffic as tr
+
+    t = fb.traffic_model(fb.OPTIMIZERS[optimizer], torch.bfloat16, options)
+    calls = []
+    monkeypatch.setattr(tr._C, "roofline", lambda rw, ro: calls.append((list(rw), list(ro))))
+    step, arrays = fb.roofline_step(t, 1000)
+    step()
+    per_pass = {}
+    for p_i, p in enumerate(t.passes):
+        per_pass[p_i] = ({id(a) for s in p if s.mode == "rw" for a in arrays[s.name]},
+                         {id(a) for s in p if s.mode != "rw" for a in arrays[s.name]})
+    got_rw = [id(a) for rw, _ in calls for a in rw]
+    got_ro = [id(a) for _, ro in calls for a in ro]
+    assert sorted(got_rw) == sorted(i for rw, _ in per_pass.values() for i in rw)
+    assert sorted(got_ro) == sorted(i for _, ro in per_pass.values() for i in ro)
+    fits = [1 <= len(rw) <= tr.ROOF_RW and len(ro) <= tr.ROOF_RO for rw, ro in calls]
+    if optimizer == "adamw":
+        assert all(fits), [(len(rw), len(ro)) for rw, ro in calls]
+    if options.get("state_dtype") is torch.float32 and optimizer == "adamw":
+        assert len(calls) == 2  # 5 rw + 1 ro half-length arrays: 3+1 and 2+0

@@ -93,7 +93,13 @@ def roofline_step(traffic: Traffic, numel: int, seed: int = 1) -> tuple:
     k bytes per element is k / unit such arrays. 'rw' streams are read-write
     arrays; 'r' and 'w' (write-only: the bf16 image of a master copy) are
     read-only arrays, so the bytes match the model (direction aside). A
-    stream used in several passes (LAMB) is the same arrays in each pass."""
+    stream used in several passes (LAMB) is the same arrays in each pass.
+    The kernel has one fused loop for up to ROOF_RW read-write and ROOF_RO
+    read-only arrays; beyond that it falls back to one pass per read-write
+    array, re-reading the read-only ones each time (more bytes than the
+    model, and slow: bf16 AdamW with state_dtype=float32 is 5 rw + 1 ro
+    half-length arrays). Such a pass is cut into calls that each fit the
+    fused loop (every array still read and written once: the same bytes)."""
     unit = functools.reduce(math.gcd, (s.nbytes for p in traffic.passes for s in p))
     if 4 % unit:
         raise ValueError(f"roofline: stream sizes {traffic.describe()} are not multiples of a 4/unit split")
@@ -110,7 +116,7 @@ def roofline_step(traffic: Traffic, numel: int, seed: int = 1) -> tuple:
         if not 1 <= len(rw) <= 8 or len(ro) > 8:
             raise ValueError(f"roofline: a pass needs 1..8 read-write and <= 8 read-only arrays: "
                              f"{traffic.describe()}")
-        calls.append((rw, ro))
+        calls.extend(_fit_fused_loop(rw, ro))
     if len(calls) == 1:
         return functools.partial(_C.roofline, *calls[0]), arrays
 
@@ -119,6 +125,18 @@ def roofline_step(traffic: Traffic, numel: int, seed: int = 1) -> tuple:
             _C.roofline(rw, ro)
     return step, arrays
 
+
+
+ROOF_RW, ROOF_RO = 4, 2  # the roofline kernel's fused loop (csrc/cpu/isa_section.h roofline_*)
+
+
+def _fit_fused_loop(rw: list, ro: list) -> list:
+    """[(rw, ro)] calls moving the same arrays, each within the fused loop's
+    limits when possible (each call needs a read-write array)."""
+    k = max(math.ceil(len(rw) / ROOF_RW), math.ceil(len(ro) / ROOF_RO))
+    if k <= 1 or len(rw) < k:
+        return [(rw, ro)]
+    return [(rw[i::k], ro[i::k]) for i in range(k)]
 
 
 def roofline_calibration(threads: int, *, numel: int = W1_NUMEL, rw: int = 3, ro: int = 1,
