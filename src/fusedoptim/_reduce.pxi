@@ -3,11 +3,10 @@
 # fast tensor-metadata path (fast_meta) with the optimizer plans.
 from libc.stdlib cimport malloc
 
+# FO_DT_* come from _C.pyx's extern block of kernels.h (declaring them here
+# again made Cython warn "'FO_DT_BF16' redeclared")
 cdef extern from "kernels.h" nogil:
     int fo_take_pool_error()
-    enum:
-        FO_DT_BF16
-        FO_DT_F16
 
 cdef extern from "reduce.h" nogil:
     ctypedef struct fo_rtensor:
