@@ -70,7 +70,7 @@ static inline __attribute__((always_inline)) void FO_CAT(roof_loop_, FO_ISA)(
     const float *restrict r0 = nro > 0 ? ro[0] : NULL;
     const float *restrict r1 = nro > 1 ? ro[1] : NULL;
     const float *restrict r2 = nro > 2 ? ro[2] : NULL;
-    for (int64_t i = b; i < e; i++) {
+    for (int64_t i = b; i < e; i++) { /* FO_VEC */
         float s = 1.0f;
         if (nro > 0) s += r0[i];
         if (nro > 1) s += r1[i];

@@ -89,7 +89,7 @@ static inline __attribute__((always_inline)) void FO_VN(core)(
      * (and the lerp's branch on its weight) is hoisted out of the loop */
     const FO_NAME(fo_scalars) s_local = *s_in;
     const FO_NAME(fo_scalars) *const s = &s_local;
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) { /* FO_VEC core: must vectorize (scripts/check_vectorized.py) */
         FO_T pv = FO_LD(p, i);
         FO_T gv = 0;
         if (kind != FO_CK_LAMB_B)
@@ -254,7 +254,7 @@ static void FO_VN(dispatch)(const int ck, FO_PT *p, FO_GT *g, FO_SS *a, FO_SS *b
  * stored back). */
 static void FO_NAME(unscale)(FO_T *restrict g, int64_t n, const FO_T gscale)
 {
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++) /* FO_VEC */
         g[i] = g[i] / gscale;
 }
 
@@ -278,11 +278,11 @@ static inline void FO_NAME(widen)(float *dst, const void *src, int32_t dt, int64
 {
     if (dt == FO_DT_BF16) {
         const uint16_t *x = (const uint16_t *)src + o;
-        for (int64_t i = 0; i < n; i++) dst[i] = fo_bf16_to_f32(x[i]);
+        for (int64_t i = 0; i < n; i++) dst[i] = fo_bf16_to_f32(x[i]); /* FO_VEC */
     }
     else if (dt == FO_DT_F16) {
         const uint16_t *x = (const uint16_t *)src + o;
-        for (int64_t i = 0; i < n; i++) dst[i] = fo_f16_to_f32(x[i]);
+        for (int64_t i = 0; i < n; i++) dst[i] = fo_f16_to_f32(x[i]); /* FO_VEC */
     }
 }
 
@@ -290,11 +290,11 @@ static inline void FO_NAME(narrow)(void *dst, const float *src, int32_t dt, int6
 {
     if (dt == FO_DT_BF16) {
         uint16_t *x = (uint16_t *)dst + o;
-        for (int64_t i = 0; i < n; i++) x[i] = fo_f32_to_bf16(src[i]);
+        for (int64_t i = 0; i < n; i++) x[i] = fo_f32_to_bf16(src[i]); /* FO_VEC */
     }
     else if (dt == FO_DT_F16) {
         uint16_t *x = (uint16_t *)dst + o;
-        for (int64_t i = 0; i < n; i++) x[i] = fo_f32_to_f16(src[i]);
+        for (int64_t i = 0; i < n; i++) x[i] = fo_f32_to_f16(src[i]); /* FO_VEC */
     }
 }
 
@@ -302,7 +302,7 @@ static inline void FO_NAME(narrow_sr)(void *dst, const float *src, int64_t o, in
                                       uint32_t k1, uint32_t k2)
 {
     uint16_t *x = (uint16_t *)dst + o;
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++) /* FO_VEC */
         x[i] = fo_f32_to_bf16_sr(src[i], fo_rand16((uint32_t)(o + i), k1, k2));
 }
 #endif
