@@ -57,19 +57,13 @@ static double FO_CAT(grad_sumsq_, FO_ISA)(const fo_tensor *t, int64_t b, int64_t
  * with 2-byte streams cut into float arrays of half the length by the
  * benchmarks: bf16 params with float32 moments are 5 read-write arrays). */
 static inline __attribute__((always_inline)) void FO_CAT(roof_loop_, FO_ISA)(
-    float **rw, float **ro, int64_t b, int64_t e, const int nrw, const int nro)
+    float *restrict w0, float *restrict w1, float *restrict w2, float *restrict w3,
+    float *restrict w4, float *restrict w5, float *restrict w6, float *restrict w7,
+    const float *restrict r0, const float *restrict r1, const float *restrict r2,
+    int64_t b, int64_t e, const int nrw, const int nro)
 {
-    float *restrict w0 = rw[0];
-    float *restrict w1 = nrw > 1 ? rw[1] : NULL;
-    float *restrict w2 = nrw > 2 ? rw[2] : NULL;
-    float *restrict w3 = nrw > 3 ? rw[3] : NULL;
-    float *restrict w4 = nrw > 4 ? rw[4] : NULL;
-    float *restrict w5 = nrw > 5 ? rw[5] : NULL;
-    float *restrict w6 = nrw > 6 ? rw[6] : NULL;
-    float *restrict w7 = nrw > 7 ? rw[7] : NULL;
-    const float *restrict r0 = nro > 0 ? ro[0] : NULL;
-    const float *restrict r1 = nro > 1 ? ro[1] : NULL;
-    const float *restrict r2 = nro > 2 ? ro[2] : NULL;
+    /* restrict parameters (not locals): no run-time alias checks, which gcc
+     * caps at 10 and then leaves the loop scalar */
     for (int64_t i = b; i < e; i++) { /* FO_VEC */
         float s = 1.0f;
         if (nro > 0) s += r0[i];
@@ -89,7 +83,13 @@ static inline __attribute__((always_inline)) void FO_CAT(roof_loop_, FO_ISA)(
 static void FO_CAT(roofline_, FO_ISA)(float **rw, int nrw, float **ro, int nro, int64_t b, int64_t e)
 {
 #define FO_ROOF_CASE(W, R) \
-    case (W) * 4 + (R): FO_CAT(roof_loop_, FO_ISA)(rw, ro, b, e, W, R); return;
+    case (W) * 4 + (R):                                                                    \
+        FO_CAT(roof_loop_, FO_ISA)(rw[0], W > 1 ? rw[1] : NULL, W > 2 ? rw[2] : NULL,       \
+                                   W > 3 ? rw[3] : NULL, W > 4 ? rw[4] : NULL,              \
+                                   W > 5 ? rw[5] : NULL, W > 6 ? rw[6] : NULL,              \
+                                   W > 7 ? rw[7] : NULL, R > 0 ? ro[0] : NULL,              \
+                                   R > 1 ? ro[1] : NULL, R > 2 ? ro[2] : NULL, b, e, W, R); \
+        return;
 #define FO_ROOF_CASES(W) FO_ROOF_CASE(W, 0) FO_ROOF_CASE(W, 1) FO_ROOF_CASE(W, 2) FO_ROOF_CASE(W, 3)
     switch (nro <= 3 ? nrw * 4 + nro : -1) {
         FO_ROOF_CASES(1) FO_ROOF_CASES(2) FO_ROOF_CASES(3) FO_ROOF_CASES(4)

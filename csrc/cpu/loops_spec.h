@@ -207,7 +207,8 @@ static inline void FO_NAME(options)(const int ck, const fo_hparams *hp, const fo
 /* Runs `core` with the options as literal constants. The tail forms exist
  * for float only, and only where torch's fused kernel has a scalar tail that
  * differs from its vector body (SGD, Adam). */
-static void FO_VN(dispatch)(const int ck, FO_PT *p, FO_GT *g, FO_SS *a, FO_SS *b, FO_SS *c,
+/* noinline: one symbol per storage variant (scripts/check_vectorized.py) */
+static __attribute__((noinline)) void FO_VN(dispatch)(const int ck, FO_PT *p, FO_GT *g, FO_SS *a, FO_SS *b, FO_SS *c,
                               const int64_t n, const FO_NAME(fo_scalars) *s, const FO_T gmul,
                               const int wd, const int o1, const int o2, const int tail)
 {
