@@ -15,6 +15,7 @@
  *   range     splits a range into torch's vector body and scalar tail
  */
 
+#ifndef FO_CORE_ONLY
 #ifndef FO_LOOPS_ONCE
 #define FO_LOOPS_ONCE
 /* the passes of a step */
@@ -53,6 +54,19 @@ static void FO_NAME(make_scalars)(const fo_hparams *hp, const fo_tensor *t,
     s->c3 = (FO_T)t->sc[3];
 }
 
+/* Storage variant of core / dispatch: the element types of the param, grad
+ * and state arrays (FO_LD / FO_ST in convert.h widen and narrow by type).
+ * This first instantiation is the native one (FO_T everywhere, names
+ * unchanged); the float instantiation re-includes this file with
+ * FO_CORE_ONLY for the low-precision variants (see the end of the file). */
+#define FO_PT FO_T
+#define FO_GT FO_T
+#define FO_SS FO_T
+#define FO_SV
+#define FO_HAS_TAIL FO_IS_FLOAT
+#endif /* !FO_CORE_ONLY */
+#define FO_VN(x) FO_CAT(FO_NAME(x), FO_SV)
+
 /* The loop. State arrays a, b, c per optimizer (NULL where unused):
  *   SGD      a = momentum_buffer
  *   Adam     a = exp_avg, b = exp_avg_sq, c = max_exp_avg_sq
@@ -66,101 +80,102 @@ static void FO_NAME(make_scalars)(const fo_hparams *hp, const fo_tensor *t,
  * coefficient of max_grad_norm) in registers only. (AMP's unscaling, which
  * torch's fused kernels store back into the grads, runs per block just
  * before: a conditional store in this loop would stop it vectorizing.) */
-static inline __attribute__((always_inline)) void FO_NAME(core)(
-    const int kind, FO_T *restrict p, FO_T *restrict g, FO_T *restrict a, FO_T *restrict b,
-    FO_T *restrict c, const int64_t n, const FO_NAME(fo_scalars) *restrict s_in, const FO_T gmul,
+static inline __attribute__((always_inline)) void FO_VN(core)(
+    const int kind, FO_PT *restrict p, FO_GT *restrict g, FO_SS *restrict a, FO_SS *restrict b,
+    FO_SS *restrict c, const int64_t n, const FO_NAME(fo_scalars) *restrict s_in, const FO_T gmul,
     const int wd, const int o1, const int o2, const int tail)
 {
     /* a local copy: provably not aliased by the stores below, so every scalar
      * (and the lerp's branch on its weight) is hoisted out of the loop */
     const FO_NAME(fo_scalars) s_local = *s_in;
     const FO_NAME(fo_scalars) *const s = &s_local;
-    for (int64_t i = 0; i < n; i++) {
-        FO_T pv = p[i];
+    for (int64_t i = 0; i < n; i++) { /* FO_VEC core: must vectorize (scripts/check_vectorized.py) */
+        FO_T pv = FO_LD(p, i);
         FO_T gv = 0;
         if (kind != FO_CK_LAMB_B)
-            gv = g[i] * gmul;
+            gv = FO_LD(g, i) * gmul;
         switch (kind) {
         case FO_KIND_SGD: {
-            FO_T bv = (o1 == FO_MOM_UPDATE) ? a[i] : (FO_T)0;
+            FO_T bv = (o1 == FO_MOM_UPDATE) ? FO_LD(a, i) : (FO_T)0;
             FO_NAME(fo_sgd_elem)(&pv, &bv, gv, s, wd, o1, o2, tail);
-            if (o1 != FO_MOM_NONE) a[i] = bv;
+            if (o1 != FO_MOM_NONE) FO_ST(a, i, bv);
             break;
         }
         case FO_KIND_ADAM: {
-            FO_T mv = a[i], vv = b[i], xv = o1 ? c[i] : (FO_T)0;
+            FO_T mv = FO_LD(a, i), vv = FO_LD(b, i), xv = o1 ? FO_LD(c, i) : (FO_T)0;
             FO_NAME(fo_adam_elem)(&pv, &mv, &vv, &xv, gv, s, wd, o1, tail);
-            a[i] = mv;
-            b[i] = vv;
-            if (o1) c[i] = xv;
+            FO_ST(a, i, mv);
+            FO_ST(b, i, vv);
+            if (o1) FO_ST(c, i, xv);
             break;
         }
         case FO_KIND_ADAGRAD: {
-            FO_T sv = a[i];
+            FO_T sv = FO_LD(a, i);
             FO_NAME(fo_adagrad_elem)(&pv, &sv, gv, s, wd);
-            a[i] = sv;
+            FO_ST(a, i, sv);
             break;
         }
         case FO_KIND_RMSPROP: {
-            FO_T sq = a[i], ga = o1 ? b[i] : (FO_T)0, bf = o2 ? c[i] : (FO_T)0;
+            FO_T sq = FO_LD(a, i), ga = o1 ? FO_LD(b, i) : (FO_T)0, bf = o2 ? FO_LD(c, i) : (FO_T)0;
             FO_NAME(fo_rmsprop_elem)(&pv, &sq, &ga, &bf, gv, s, wd, o1, o2);
-            a[i] = sq;
-            if (o1) b[i] = ga;
-            if (o2) c[i] = bf;
+            FO_ST(a, i, sq);
+            if (o1) FO_ST(b, i, ga);
+            if (o2) FO_ST(c, i, bf);
             break;
         }
         case FO_KIND_ADAMAX: {
-            FO_T mv = a[i], uv = b[i];
+            FO_T mv = FO_LD(a, i), uv = FO_LD(b, i);
             FO_NAME(fo_adamax_elem)(&pv, &mv, &uv, gv, s, wd);
-            a[i] = mv;
-            b[i] = uv;
+            FO_ST(a, i, mv);
+            FO_ST(b, i, uv);
             break;
         }
         case FO_KIND_NADAM: {
-            FO_T mv = a[i], vv = b[i];
+            FO_T mv = FO_LD(a, i), vv = FO_LD(b, i);
             FO_NAME(fo_nadam_elem)(&pv, &mv, &vv, gv, s, wd);
-            a[i] = mv;
-            b[i] = vv;
+            FO_ST(a, i, mv);
+            FO_ST(b, i, vv);
             break;
         }
         case FO_KIND_RADAM: {
-            FO_T mv = a[i], vv = b[i];
+            FO_T mv = FO_LD(a, i), vv = FO_LD(b, i);
             FO_NAME(fo_radam_elem)(&pv, &mv, &vv, gv, s, wd, o1);
-            a[i] = mv;
-            b[i] = vv;
+            FO_ST(a, i, mv);
+            FO_ST(b, i, vv);
             break;
         }
         case FO_KIND_ADADELTA: {
-            FO_T sq = a[i], ac = b[i];
+            FO_T sq = FO_LD(a, i), ac = FO_LD(b, i);
             FO_NAME(fo_adadelta_elem)(&pv, &sq, &ac, gv, s, wd);
-            a[i] = sq;
-            b[i] = ac;
+            FO_ST(a, i, sq);
+            FO_ST(b, i, ac);
             break;
         }
         case FO_KIND_LION: {
-            FO_T mv = a[i];
+            FO_T mv = FO_LD(a, i);
             FO_NAME(fo_lion_elem)(&pv, &mv, gv, s, wd);
-            a[i] = mv;
+            FO_ST(a, i, mv);
             break;
         }
         case FO_CK_LAMB_A: {
-            FO_T mv = a[i], vv = b[i];
-            c[i] = FO_NAME(fo_lamb_moments)(pv, &mv, &vv, gv, s, wd);
-            a[i] = mv;
-            b[i] = vv;
+            FO_T mv = FO_LD(a, i), vv = FO_LD(b, i);
+            FO_ST(c, i, FO_NAME(fo_lamb_moments)(pv, &mv, &vv, gv, s, wd));
+            FO_ST(a, i, mv);
+            FO_ST(b, i, vv);
             break;
         }
         case FO_CK_LAMB_B:
-            FO_NAME(fo_lamb_apply)(&pv, FO_NAME(fo_lamb_dir)(pv, a[i], b[i], s, o1), s);
+            FO_NAME(fo_lamb_apply)(&pv, FO_NAME(fo_lamb_dir)(pv, FO_LD(a, i), FO_LD(b, i), s, o1), s);
             break;
         default:
             break;
         }
         if (kind != FO_CK_LAMB_A)
-            p[i] = FO_NAME(fo_prox_l1)(pv, s->l1_thr);
+            FO_ST(p, i, FO_NAME(fo_prox_l1)(pv, s->l1_thr));
     }
 }
 
+#ifndef FO_CORE_ONLY
 /* Options of kind `ck` for tensor t as (wd, o1, o2). */
 static inline void FO_NAME(options)(const int ck, const fo_hparams *hp, const fo_tensor *t,
                                     int *wd, int *o1, int *o2)
@@ -181,22 +196,25 @@ static inline void FO_NAME(options)(const int ck, const fo_hparams *hp, const fo
     }
 }
 
+#endif /* !FO_CORE_ONLY */
+
 #define FO_C(K, W, A, B, T)                                                               \
     case ((K) * 4 + (W)) * 8 + (A) * 2 + (B):                                               \
-        FO_NAME(core)(K, p, g, a, b, c, n, s, gmul, W, A, B, T);                            \
+        FO_VN(core)(K, p, g, a, b, c, n, s, gmul, W, A, B, T);                            \
         return;
 #define FO_C3(K, A, B, T) FO_C(K, 0, A, B, T) FO_C(K, 1, A, B, T) FO_C(K, 2, A, B, T)
 
 /* Runs `core` with the options as literal constants. The tail forms exist
  * for float only, and only where torch's fused kernel has a scalar tail that
  * differs from its vector body (SGD, Adam). */
-static void FO_NAME(dispatch)(const int ck, FO_T *p, FO_T *g, FO_T *a, FO_T *b, FO_T *c,
+/* noinline: one symbol per storage variant (scripts/check_vectorized.py) */
+static __attribute__((noinline)) void FO_VN(dispatch)(const int ck, FO_PT *p, FO_GT *g, FO_SS *a, FO_SS *b, FO_SS *c,
                               const int64_t n, const FO_NAME(fo_scalars) *s, const FO_T gmul,
                               const int wd, const int o1, const int o2, const int tail)
 {
     const int key = (ck * 4 + wd) * 8 + o1 * 2 + o2;
     (void)tail;
-#if FO_IS_FLOAT
+#if FO_HAS_TAIL
     if (tail) {
         switch (key) {
             FO_C3(FO_KIND_SGD, 0, 0, 1) FO_C3(FO_KIND_SGD, 1, 0, 1) FO_C3(FO_KIND_SGD, 1, 1, 1)
@@ -225,12 +243,19 @@ static void FO_NAME(dispatch)(const int ck, FO_T *p, FO_T *g, FO_T *a, FO_T *b, 
 }
 #undef FO_C
 #undef FO_C3
+#undef FO_VN
+#undef FO_PT
+#undef FO_GT
+#undef FO_SS
+#undef FO_SV
+#undef FO_HAS_TAIL
 
+#ifndef FO_CORE_ONLY
 /* AMP: grads divided by the scale (as torch's fused kernels: a division,
  * stored back). */
 static void FO_NAME(unscale)(FO_T *restrict g, int64_t n, const FO_T gscale)
 {
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++) /* FO_VEC */
         g[i] = g[i] / gscale;
 }
 
@@ -254,38 +279,140 @@ static inline void FO_NAME(widen)(float *dst, const void *src, int32_t dt, int64
 {
     if (dt == FO_DT_BF16) {
         const uint16_t *x = (const uint16_t *)src + o;
-        for (int64_t i = 0; i < n; i++) dst[i] = fo_bf16_to_f32(x[i]);
+        for (int64_t i = 0; i < n; i++) dst[i] = fo_bf16_to_f32(x[i]); /* FO_VEC */
     }
-#if FO_HAVE_F16
     else if (dt == FO_DT_F16) {
-        const fo_half *x = (const fo_half *)src + o;
-        for (int64_t i = 0; i < n; i++) dst[i] = fo_f16_to_f32(x[i]);
+        const uint16_t *x = (const uint16_t *)src + o;
+        for (int64_t i = 0; i < n; i++) dst[i] = fo_f16_to_f32(x[i]); /* FO_VEC */
     }
-#endif
 }
 
 static inline void FO_NAME(narrow)(void *dst, const float *src, int32_t dt, int64_t o, int64_t n)
 {
     if (dt == FO_DT_BF16) {
         uint16_t *x = (uint16_t *)dst + o;
-        for (int64_t i = 0; i < n; i++) x[i] = fo_f32_to_bf16(src[i]);
+        for (int64_t i = 0; i < n; i++) x[i] = fo_f32_to_bf16(src[i]); /* FO_VEC */
     }
-#if FO_HAVE_F16
     else if (dt == FO_DT_F16) {
-        fo_half *x = (fo_half *)dst + o;
-        for (int64_t i = 0; i < n; i++) x[i] = fo_f32_to_f16(src[i]);
+        uint16_t *x = (uint16_t *)dst + o;
+        for (int64_t i = 0; i < n; i++) x[i] = fo_f32_to_f16(src[i]); /* FO_VEC */
     }
-#endif
 }
 
 static inline void FO_NAME(narrow_sr)(void *dst, const float *src, int64_t o, int64_t n,
                                       uint32_t k1, uint32_t k2)
 {
     uint16_t *x = (uint16_t *)dst + o;
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++) /* FO_VEC */
         x[i] = fo_f32_to_bf16_sr(src[i], fo_rand16((uint32_t)(o + i), k1, k2));
 }
 #endif
+
+/* Low-precision storage variants of core / dispatch: the loop reads and
+ * writes bfloat16 / float16 arrays directly, converting in registers (one
+ * pass over memory, no float blocks in between). _<p>_<s>: param+grad
+ * storage and state storage; _m<g>_<s>: a float param array (master
+ * weights, or a block of the param for stochastic rounding) with <g> grads. */
+#if FO_IS_FLOAT
+#define FO_CORE_ONLY 1
+#define FO_PT fo_bf16_t
+#define FO_GT fo_bf16_t
+#define FO_SS fo_bf16_t
+#define FO_HAS_TAIL 0
+#define FO_SV _bf16_bf16
+#include "loops_spec.h"
+#define FO_PT fo_bf16_t
+#define FO_GT fo_bf16_t
+#define FO_SS float
+#define FO_HAS_TAIL 0
+#define FO_SV _bf16_f32
+#include "loops_spec.h"
+#define FO_PT float
+#define FO_GT fo_bf16_t
+#define FO_SS fo_bf16_t
+#define FO_HAS_TAIL 0
+#define FO_SV _mbf16_bf16
+#include "loops_spec.h"
+#define FO_PT float
+#define FO_GT fo_bf16_t
+#define FO_SS float
+#define FO_HAS_TAIL 0
+#define FO_SV _mbf16_f32
+#include "loops_spec.h"
+#define FO_PT fo_f16_t
+#define FO_GT fo_f16_t
+#define FO_SS fo_f16_t
+#define FO_HAS_TAIL 0
+#define FO_SV _f16_f16
+#include "loops_spec.h"
+#define FO_PT fo_f16_t
+#define FO_GT fo_f16_t
+#define FO_SS float
+#define FO_HAS_TAIL 0
+#define FO_SV _f16_f32
+#include "loops_spec.h"
+#define FO_PT float
+#define FO_GT fo_f16_t
+#define FO_SS fo_f16_t
+#define FO_HAS_TAIL 0
+#define FO_SV _mf16_f16
+#include "loops_spec.h"
+#define FO_PT float
+#define FO_GT fo_f16_t
+#define FO_SS float
+#define FO_HAS_TAIL 0
+#define FO_SV _mf16_f32
+#include "loops_spec.h"
+#undef FO_CORE_ONLY
+
+/* A range of a bfloat16 / float16 tensor whose state is float32 or of the
+ * param's dtype (not LAMB's pass A, not AMP-unscaled: those take the float
+ * blocks of span). Plain storage: one loop over the whole range. Master
+ * weights: the loop updates the float32 master, and each block is then
+ * narrowed into the param while in L1; stochastic rounding likewise, on a
+ * float block of the param. */
+static void FO_NAME(span_direct)(const int ck, const fo_hparams *hp, const fo_tensor *t,
+                                 int64_t b, int64_t e, const FO_NAME(fo_scalars) *s,
+                                 const float gmul, const int wd, const int o1, const int o2,
+                                 const int pass)
+{
+    const int bf = t->dtype == FO_DT_BF16, s32 = t->sdtype == FO_DT_F32;
+    void *P = t->param, *G = pass == FO_PASS_LAMB_B ? NULL : t->grad;
+    void *A = t->s0, *B = t->s1, *C = t->s2;
+    float *M = (float *)t->master;
+#define FO_OFFT(T, x, o) ((x) ? (T *)(x) + (o) : NULL)
+#define FO_DIRECT(SV, PT_, GT_, SS_, pp, o, n)                                                 \
+    FO_CAT(FO_NAME(dispatch), SV)(ck, (pp), FO_OFFT(GT_, G, o), FO_OFFT(SS_, A, o),            \
+                                  FO_OFFT(SS_, B, o), FO_OFFT(SS_, C, o), (n), s, gmul, wd, o1, \
+                                  o2, 0)
+    if (!M && !t->sr) {
+        if (bf && s32) FO_DIRECT(_bf16_f32, fo_bf16_t, fo_bf16_t, float, (fo_bf16_t *)P + b, b, e - b);
+        else if (bf) FO_DIRECT(_bf16_bf16, fo_bf16_t, fo_bf16_t, fo_bf16_t, (fo_bf16_t *)P + b, b, e - b);
+        else if (s32) FO_DIRECT(_f16_f32, fo_f16_t, fo_f16_t, float, (fo_f16_t *)P + b, b, e - b);
+        else FO_DIRECT(_f16_f16, fo_f16_t, fo_f16_t, fo_f16_t, (fo_f16_t *)P + b, b, e - b);
+        return;
+    }
+    float pb[FO_CB];
+    uint32_t k1 = 0, k2 = 0;
+    if (t->sr) {
+        k1 = fo_hash32((uint32_t)hp->seed ^ fo_hash32((uint32_t)t->index * 0x9E3779B9u));
+        k2 = fo_hash32((uint32_t)(hp->seed >> 32) + (uint32_t)t->index);
+    }
+    for (int64_t o = b; o < e; o += FO_CB) {
+        const int64_t n = (e - o) < FO_CB ? (e - o) : FO_CB;
+        float *pp = M ? M + o : pb;
+        if (!M) FO_NAME(widen)(pb, P, t->dtype, o, n);
+        if (bf && s32) FO_DIRECT(_mbf16_f32, float, fo_bf16_t, float, pp, o, n);
+        else if (bf) FO_DIRECT(_mbf16_bf16, float, fo_bf16_t, fo_bf16_t, pp, o, n);
+        else if (s32) FO_DIRECT(_mf16_f32, float, fo_f16_t, float, pp, o, n);
+        else FO_DIRECT(_mf16_f16, float, fo_f16_t, fo_f16_t, pp, o, n);
+        if (t->sr) FO_NAME(narrow_sr)(P, pp, o, n, k1, k2);
+        else FO_NAME(narrow)(P, pp, t->dtype, o, n);
+    }
+#undef FO_DIRECT
+#undef FO_OFFT
+}
+#endif /* FO_IS_FLOAT */
 
 /* Elements [b, e) of tensor t in pass `pass`; tail = 1 for torch's
  * scalar-remainder forms. LAMB's pass A adds sum(p^2), sum(u^2) to red[0..1]. */
@@ -308,6 +435,13 @@ static void FO_NAME(span)(const fo_hparams *hp, const fo_tensor *t, int64_t b, i
     const int native = t->dtype == FO_DT_F32 && t->sdtype == FO_DT_F32 && !t->master && !t->sr;
 #else
     const int native = 1;
+#endif
+#if FO_IS_FLOAT
+    if ((t->dtype == FO_DT_BF16 || t->dtype == FO_DT_F16) && pass != FO_PASS_LAMB_A && !unscale &&
+        (t->sdtype == FO_DT_F32 || t->sdtype == t->dtype)) {
+        FO_NAME(span_direct)(ck, hp, t, b, e, &s, gmul, wd, o1, o2, pass);
+        return;
+    }
 #endif
     if (native && pass != FO_PASS_LAMB_A && !unscale) {
         FO_NAME(dispatch)(ck, P + b, FO_OFF(G, b), FO_OFF(A, b), FO_OFF(B, b), FO_OFF(C, b),
@@ -412,3 +546,4 @@ static double FO_NAME(grad_sumsq)(const fo_tensor *t, int64_t b, int64_t e)
 #endif
     return FO_NAME(sumsq)((const FO_T *)t->grad + b, e - b);
 }
+#endif /* !FO_CORE_ONLY */
