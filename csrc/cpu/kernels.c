@@ -204,70 +204,38 @@ static double bump_step(fo_tensor *t)
 }
 
 /* Per-tensor scalars that depend on the step, in double as torch computes
- * them (t: the step after the increment). */
+ * them (fo_<name>_scalars, optim_math_spec.h), once per step value: tensors
+ * at the step of the one before reuse its scalars. */
 static void pre_pass(fo_group *g)
 {
-    fo_hparams *hp = &g->hp;
-    const double b1 = hp->beta1, b2 = hp->beta2, lr = hp->lr;
-    double last = -1.0, c[4] = {0, 0, 0, 0};
-    int flag = 0;
+    const fo_hparams *hp = &g->hp;
+    double last = -1.0;
+    fo_step_scalars cached;
+    memset(&cached, 0, sizeof cached);
     for (int64_t i = 0; i < g->n; i++) {
         fo_tensor *t = &g->t[i];
         double s = bump_step(t);
+        if (s != last) {
+            last = s;
+            cached = fo_step_scalars_of(hp->kind, s, hp);
+        }
+        t->sc = cached;
         if (hp->kind == FO_KIND_NADAM) {
             /* mu_product is per param state (a float32 scalar in torch):
              * updated in its own precision, then read back as torch does */
-            double mu = b1 * (1.0 - 0.5 * pow(0.96, s * hp->momentum_decay));
-            double mu_next = b1 * (1.0 - 0.5 * pow(0.96, (s + 1.0) * hp->momentum_decay));
             double prod;
-            if (t->aux_f64) prod = *(double *)t->aux *= mu;
-            else prod = *(float *)t->aux *= (float)mu;
-            t->sc[0] = -lr * (1.0 - mu) / (1.0 - prod);
-            t->sc[1] = (-lr * mu_next) / (1.0 - prod * mu_next);
-            t->sc[2] = 1.0 - pow(b2, s);
-            continue;
+            if (t->aux_f64) prod = *(double *)t->aux *= t->sc.nadam.mu;
+            else prod = *(float *)t->aux *= (float)t->sc.nadam.mu;
+            fo_nadam_with_product(&t->sc.nadam, prod, hp->lr);
         }
-        if (s != last) {
-            last = s;
-            flag = 0;
-            switch (hp->kind) {
-            case FO_KIND_ADAM:      /* step_size, sqrt of bias correction 2 */
-                c[0] = -(lr / (1.0 - pow(b1, s)));
-                c[1] = sqrt(1.0 - pow(b2, s));
-                break;
-            case FO_KIND_ADAGRAD:   /* torch's fused kernel: step read as float */
-                c[0] = lr / (1.0 + (s - 1.0) * hp->lr_decay);
-                break;
-            case FO_KIND_ADAMAX:
-                c[0] = -(lr / (1.0 - pow(b1, s)));
-                break;
-            case FO_KIND_RADAM: {
-                double bc1 = 1.0 - pow(b1, s), bc2 = 1.0 - pow(b2, s);
-                double rho_inf = 2.0 / (1.0 - b2) - 1.0;
-                double rho_t = rho_inf - 2.0 * s * pow(b2, s) / bc2;
-                c[0] = bc1;
-                c[1] = lr;
-                c[2] = sqrt(bc2);
-                c[3] = 0.0;
-                if (rho_t > 5.0) {
-                    flag = 1;
-                    c[3] = sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
-                                ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t));
-                }
-                break;
-            }
-            case FO_KIND_LAMB:
-                c[0] = hp->bias_correction ? 1.0 - pow(b1, s) : 1.0;
-                c[1] = hp->bias_correction ? 1.0 - pow(b2, s) : 1.0;
-                break;
-            default:
-                break;
-            }
-        }
-        t->flag = flag;
-        for (int k = 0; k < 4; k++) t->sc[k] = c[k];
     }
 }
+
+/* The declarations, for Python (fusedoptim._C.OPTIMIZERS). */
+#define FO_DECL_(K, name, single, uses, o1, o2, n1, n2, tail, keys, hparams, cuda) \
+    {FO_KIND_##K, #name, keys, hparams, cuda},
+const fo_optimizer_decl fo_optimizers[] = {FO_OPTIMIZERS(FO_DECL_)};
+#undef FO_DECL_
 
 int fo_group_step(fo_group *g)
 {
@@ -306,7 +274,7 @@ int fo_group_step(fo_group *g)
             wn = sqrt(wn);
             un = sqrt(un);
             double trust = (wn > 0.0 && un > 0.0) ? wn / un : 1.0;
-            g->t[i].sc[2] = -hp->lr * trust;
+            g->t[i].sc.lamb.neg_lr_trust = -hp->lr * trust;
         }
         ctx.pass = FO_PASS_LAMB_B;
         /* the grads were unscaled (and stored back) in pass A */

@@ -33,21 +33,21 @@ from pathlib import Path
 
 import torch
 
+from . import _C
 from ._validate import is_dense
 from ._version import __version__
 
-# Kinds (csrc/cuda/fo_cuda.h FO_CUDA_* = the CPU backend's FO_KIND_* = _C.KIND_*)
-KIND_SGD, KIND_ADAM, KIND_ADAGRAD, KIND_RMSPROP, KIND_ADAMAX = 0, 1, 2, 3, 4
-KIND_NADAM, KIND_RADAM, KIND_ADADELTA, KIND_LION, KIND_LAMB = 5, 6, 7, 8, 9
-# served by the CUDA functors (NAdam: per-param mu_product, LAMB: per-tensor
-# norms between two passes, not yet)
-SERVED_KINDS = frozenset({KIND_SGD, KIND_ADAM, KIND_ADAGRAD, KIND_RMSPROP, KIND_ADAMAX, KIND_RADAM,
-                          KIND_ADADELTA, KIND_LION})
+# Kinds: the optimizers' declarations (csrc/fusedoptim/declarations.h), read
+# from the compiled module; the CUDA kernels use the same numbers.
+KIND_SGD, KIND_ADAM = _C.KIND_SGD, _C.KIND_ADAM
+# served by the CUDA functors (the declarations' `cuda` column; NAdam:
+# per-param mu_product, LAMB: per-tensor norms between two passes, not yet)
+SERVED_KINDS = frozenset(d["kind"] for d in _C.OPTIMIZERS.values() if d["cuda"])
 # kinds whose torch class has fused=True on CUDA (the fallback when unavailable)
 TORCH_FUSED_CUDA = frozenset({KIND_SGD, KIND_ADAM})
-# Flags (fusedoptim/optim_math.h)
-WD_NONE, WD_COUPLED, WD_DECOUPLED = 0, 1, 2
-MOM_NONE, MOM_FIRST, MOM_UPDATE = 0, 1, 2
+# Flags (declarations.h)
+WD_NONE, WD_COUPLED, WD_DECOUPLED = _C.WD_NONE, _C.WD_COUPLED, _C.WD_DECOUPLED
+MOM_NONE, MOM_FIRST, MOM_UPDATE = _C.MOM_NONE, _C.MOM_FIRST, _C.MOM_UPDATE
 
 CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
@@ -351,7 +351,6 @@ def state_lists(opt, group: dict, params):
     st = opt.state
     order = opt._fo_order(group)
     slots = [k for k in opt._fo_slots(group) if k is not None]
-    kind = opt._fo_kind
     lists = [[] for _ in slots]
     steps = []
     for p in params:
@@ -360,7 +359,7 @@ def state_lists(opt, group: dict, params):
             if key == "step":
                 steps.append(device_step(s, p))
             elif key not in s:
-                if kind == KIND_SGD:
+                if opt._fo_lazy(key):
                     s[key] = torch.empty_like(p, memory_format=torch.preserve_format)
                 else:
                     fill = float(opt._fo_fill(group, key))
