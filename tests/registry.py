@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import fusedoptim
-from fusedoptim._reference import LAMBTorch, LionTorch
+from fusedoptim._reference import ADOPTTorch, LAMBTorch, LionTorch
 
 # --------------------------------------------------------------------- optimizers --
 
@@ -261,8 +261,20 @@ LAMB_INFO = OptimInfo(
     fused_oracle=False, all_shapes=False,
 )
 
+ADOPT_INFO = OptimInfo(
+    "ADOPT", fusedoptim.ADOPT, ADOPTTorch,
+    (
+        OptimConfig("default", dict(lr=1e-2)),
+        OptimConfig("wd_max", dict(lr=1e-2, weight_decay=0.1, maximize=True)),
+        OptimConfig("decoupled_betas", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True,
+                                            betas=(0.5, 0.9), eps=1e-4)),
+    ),
+    lambda kw: dict(_lr_wd_override(kw), betas=(0.8, 0.99)), _keys("step", "exp_avg", "exp_avg_sq"),
+    fused_oracle=False, all_shapes=False,
+)
+
 OPTIMS = (SGD_INFO, ADAM_INFO, ADAMW_INFO, ADAGRAD_INFO, RMSPROP_INFO, ADAMAX_INFO, NADAM_INFO,
-          RADAM_INFO, ADADELTA_INFO, LION_INFO, LAMB_INFO)
+          RADAM_INFO, ADADELTA_INFO, LION_INFO, LAMB_INFO, ADOPT_INFO)
 
 OPTIMS_BY_NAME = {o.name: o for o in OPTIMS}
 

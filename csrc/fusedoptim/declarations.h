@@ -59,7 +59,9 @@
       "eps alpha=rho", 1)                                                                         \
     X(LION, lion, 1, (1, 0, 0), 0, 0, 1, 1, 0, "exp_avg@0", "betas", 1)                           \
     X(LAMB, lamb, 0, (1, 1, 0), 0, 0, 1, 1, 0, "step exp_avg@0 exp_avg_sq@1",                     \
-      "eps betas bias_correction", 0)
+      "eps betas bias_correction", 0)                                                             \
+    X(ADOPT, adopt, 1, (1, 1, 0), t->sc.adopt.first != 0.0, 0, 2, 1, 0,                           \
+      "step exp_avg@0 exp_avg_sq@1", "eps betas", 0)
 /* clang-format on */
 
 #define FO_KIND_ENUM_(K, ...) FO_KIND_##K,

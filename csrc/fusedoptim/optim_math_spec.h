@@ -62,6 +62,7 @@
 #define FO_SCALARS_ADADELTA(F) F(none)
 #define FO_SCALARS_LION(F) F(none)
 #define FO_SCALARS_LAMB(F) F(bias_correction1) F(bias_correction2) F(neg_lr_trust)
+#define FO_SCALARS_ADOPT(F) F(first) F(clip)
 
 #define FO_FIELD_D_(n) double n;
 #define FO_STEP_STRUCT_D_(K, name, ...) typedef struct { FO_SCALARS_##K(FO_FIELD_D_) } fo_##name##_step;
@@ -157,6 +158,16 @@ static FO_HD FO_INLINE fo_lamb_step fo_lamb_scalars(double t, const fo_hparams *
     r.bias_correction1 = hp->bias_correction ? 1.0 - pow(hp->beta1, t) : 1.0;
     r.bias_correction2 = hp->bias_correction ? 1.0 - pow(hp->beta2, t) : 1.0;
     r.neg_lr_trust = 0.0;
+    return r;
+}
+
+/* first = 1 on step 1 (which only initialises v); clip = t^(1/4) */
+static FO_HD FO_INLINE fo_adopt_step fo_adopt_scalars(double t, const fo_hparams *hp)
+{
+    fo_adopt_step r;
+    (void)hp;
+    r.first = t == 1.0 ? 1.0 : 0.0;
+    r.clip = pow(t, 0.25);
     return r;
 }
 
@@ -499,5 +510,31 @@ static FO_HD FO_INLINE FO_T FO_NAME(fo_lamb_moments)(
 static FO_HD FO_INLINE void FO_NAME(fo_lamb_apply)(FO_T *p, FO_T u, const FO_NAME(fo_scalars) *s)
 {
     *p = FO_FMA(s->step.lamb.neg_lr_trust, u, *p);
+}
+/* -------------------------------------------------------------- ADOPT ---- */
+/* Taniguchi et al. 2024 (arXiv 2411.02853), as timm's Adopt with clipping
+ * t^(1/4). s0 = exp_avg, s1 = exp_avg_sq; o1 = first step: v = g^2 only.
+ * Later: n = clamp(g / max(sqrt(v), eps), -clip, clip); m = lerp(m, n,
+ * 1-beta1); p -= lr*m; then v = beta2*v + (1-beta2)*g^2. Coupled decay adds
+ * to g on every step; decoupled scales p from step 2 on. */
+static FO_HD FO_INLINE void FO_NAME(fo_adopt_elem)(FO_ELEM_ARGS)
+{
+    const FO_NAME(fo_adopt_step) *k = &s->step.adopt;
+    FO_T pv = *p;
+    (void)s2; (void)o2; (void)tail;
+    if (wd_mode == FO_WD_COUPLED)
+        g = FO_FMA(pv, s->weight_decay, g);
+    if (o1) {
+        *s1 = FO_FMA(g, g, *s1);
+        return;
+    }
+    if (wd_mode == FO_WD_DECOUPLED)
+        pv = pv * s->decay;
+    FO_T n = g / FO_NAME(fo_max)(FO_SQRT(*s1), s->eps, 0);
+    n = n < -k->clip ? -k->clip : (n > k->clip ? k->clip : n);
+    FO_T mv = FO_NAME(fo_lerp)(*s0, n, s->w1, s->w1_minus_1, s->one_minus_w1, 0);
+    *s0 = mv;
+    *p = FO_FMA(mv, s->neg_lr, pv);
+    *s1 = FO_FMA(s->one_minus_beta2 * g, g, *s1 * s->beta2);
 }
 #endif /* FO_T */

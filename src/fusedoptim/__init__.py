@@ -18,7 +18,7 @@ from torch.optim import Optimizer  # noqa: F401
 from . import _backend  # wires the C extension to torch at import
 from ._config import show_config
 from ._version import __version__
-from .optimizers import LAMB, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, RAdam, RMSprop
+from .optimizers import ADOPT, LAMB, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, RAdam, RMSprop
 
 # `from torch.optim import *` bound `lr_scheduler` to torch's module; replace it
 # with fusedoptim's own (a superset with identical behaviour for torch's names).
@@ -35,7 +35,7 @@ select_isa = _backend.select_isa
 __all__ = sorted(
     set(getattr(_torch_optim, "__all__", []))
     | {"SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta", "Lion",
-       "LAMB", "Optimizer", "lr_scheduler", "show_config", "select_isa", "__version__",
+       "LAMB", "ADOPT", "Optimizer", "lr_scheduler", "show_config", "select_isa", "__version__",
        "EarlyStopping", "lr_range_test", "param_groups", "scale_lr", "clip_grad_norm_",
        "clip_grads_with_norm_", "get_total_norm"}
 )

@@ -42,7 +42,7 @@ import inspect
 import torch
 
 from ._base import FusedOptimizerMixin, declaration
-from ._reference import LAMBTorch, LionTorch
+from ._reference import ADOPTTorch, LAMBTorch, LionTorch
 
 
 class SGD(FusedOptimizerMixin, torch.optim.SGD):
@@ -96,7 +96,11 @@ class LAMB(FusedOptimizerMixin, LAMBTorch):
     _fo_decl = declaration("lamb")
 
 
-ALL = (SGD, Adam, AdamW, Adagrad, RMSprop, Adamax, NAdam, RAdam, Adadelta, Lion, LAMB)
+class ADOPT(FusedOptimizerMixin, ADOPTTorch):
+    _fo_decl = declaration("adopt")
+
+
+ALL = (SGD, Adam, AdamW, Adagrad, RMSprop, Adamax, NAdam, RAdam, Adadelta, Lion, LAMB, ADOPT)
 
 
 def _signature(cls):
