@@ -31,6 +31,17 @@ def _full_norm(t) -> float:
     return float(n)
 
 
+def _moments(state, p):
+    """Adam-style state (`step`, `exp_avg`, `exp_avg_sq`), created at the
+    first step; the step advanced. -> (exp_avg, exp_avg_sq, step as float)."""
+    if len(state) == 0:
+        state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    state["step"] += 1
+    return state["exp_avg"], state["exp_avg_sq"], float(state["step"])
+
+
 class _PlainTorch(Optimizer):
     """Shared frame of the plain-torch optimizers: defaults restored by
     __setstate__ (older pickles), closure handling, the per-param loop."""
@@ -134,13 +145,7 @@ class LAMBTorch(_PlainTorch):
     def _update(self, group, p, g, state):
         beta1, beta2 = group["betas"]
         lr, wd, eps = float(group["lr"]), group["weight_decay"], group["eps"]
-        if len(state) == 0:
-            state["step"] = torch.tensor(0.0, dtype=torch.float32)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        state["step"] += 1
-        t = float(state["step"])
+        m, v, t = _moments(state, p)
         if wd != 0 and not group["decoupled_weight_decay"]:
             g = g.add(p, alpha=wd)
         m.lerp_(g, 1 - beta1)
@@ -187,13 +192,7 @@ class ADOPTTorch(_PlainTorch):
     def _update(self, group, p, g, state):
         beta1, beta2 = group["betas"]
         lr, wd, eps = float(group["lr"]), group["weight_decay"], group["eps"]
-        if len(state) == 0:
-            state["step"] = torch.tensor(0.0, dtype=torch.float32)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        state["step"] += 1
-        t = float(state["step"])
+        m, v, t = _moments(state, p)
         if wd != 0 and not group["decoupled_weight_decay"]:
             g = g.add(p, alpha=wd)
         if t == 1:
