@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "reduce.h"
+#include "convert.h"  /* bfloat16 <-> float: the loops' own conversions */
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FO_RX86 1
@@ -41,17 +42,6 @@ enum { NK_SQ = 0, NK_ABS = 1, NK_MAX = 2, NK_MIN = 3, NK_NZ = 4, NK_POW = 5 };
 FO_RINLINE float f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 FO_RINLINE uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 FO_RINLINE double f64_from_bits(uint64_t u) { double d; memcpy(&d, &u, 8); return d; }
-
-FO_RINLINE float bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
-
-/* round-to-nearest-even, as torch; NaN -> quiet NaN 0x7FC0 (sign kept) */
-FO_RINLINE uint16_t f32_to_bf16(float f)
-{
-    uint32_t u = f32_bits(f);
-    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    uint32_t qnan = ((u >> 16) & 0x8000u) | 0x7FC0u;
-    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? qnan : r);
-}
 
 /* IEEE binary16 -> float, exact, integer-only for normals (unaffected by
  * the FTZ/DAZ modes); subnormals go through an exact int->float product. */
@@ -434,7 +424,7 @@ static double RN(norm_block)(const fo_rtensor *t, int64_t start, int64_t len, in
             uint16_t mxb, mnb;
             FO_MINMAX_LOOP(uint16_t, x, 0x7FFFu);
             has_nan = mxb > 0x7F80u;
-            vmax = bf16_to_f32(mxb); vmin = bf16_to_f32(mnb);
+            vmax = fo_bf16_to_f32(mxb); vmin = fo_bf16_to_f32(mnb);
             break;
         }
         default: {  /* FO_DT_F16 */
@@ -467,7 +457,7 @@ static double RN(norm_block)(const fo_rtensor *t, int64_t start, int64_t len, in
     }
     case FO_DT_BF16: {
         const uint16_t *restrict x = (const uint16_t *)t->ptr + start;
-#define FO_LD(j) ((double)bf16_to_f32(x[j]))
+#define FO_LD(j) ((double)fo_bf16_to_f32(x[j]))
         FO_SUM_KINDS(FO_LD)
 #undef FO_LD
         break;
@@ -507,7 +497,7 @@ static void RN(scale_block)(const fo_rtensor *t, int64_t start, int64_t len, dou
     }
     case FO_DT_BF16: {
         uint16_t *restrict x = (uint16_t *)t->ptr + start;
-        for (int64_t i = 0; i < len; i++) x[i] = f32_to_bf16(bf16_to_f32(x[i]) * cf);
+        for (int64_t i = 0; i < len; i++) x[i] = fo_f32_to_bf16(fo_bf16_to_f32(x[i]) * cf);
         break;
     }
     default: {  /* FO_DT_F16 */

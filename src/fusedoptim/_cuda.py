@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import importlib.util
 import os
-import shutil
 import struct
 import sys
 import warnings
@@ -34,6 +33,7 @@ from pathlib import Path
 import torch
 
 from . import _C
+from ._toolkit import cuda_home, find_nvcc  # noqa: F401  (fusedoptim._cuda.cuda_home: tests, show_config)
 from ._validate import is_dense
 from ._version import __version__
 
@@ -91,29 +91,6 @@ def cache_dir(key: str) -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fusedoptim", "cuda"
     )
     return Path(root) / key
-
-
-def cuda_home() -> str | None:
-    """CUDA_HOME / CUDA_PATH if set, else the toolkit of the nvcc on PATH when
-    its headers are there, else /usr/local/cuda. (torch guesses
-    dirname(dirname(nvcc)), wrong for a /usr/local/bin/nvcc wrapper script.)"""
-    for k in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(k):
-            return os.environ[k]
-    nvcc = shutil.which("nvcc")
-    cands = [os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))] if nvcc else []
-    cands.append("/usr/local/cuda")
-    for c in cands:
-        if os.path.exists(os.path.join(c, "include", "cuda_runtime_api.h")):
-            return c
-    return None
-
-
-def find_nvcc() -> str | None:
-    home = cuda_home()
-    if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
-        return os.path.join(home, "bin", "nvcc")
-    return None
 
 
 def _prebuilt_path() -> str | None:
