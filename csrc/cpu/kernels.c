@@ -13,6 +13,7 @@
 
 #include "fusedoptim/optim_math.h"
 #include "kernels.h"
+#include "reduce.h"
 #include "convert.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -51,11 +52,9 @@
 #endif
 
 typedef void (*fo_range_fn)(const fo_hparams *, const fo_tensor *, int64_t, int64_t, int, double *);
-typedef double (*fo_sumsq_fn)(const fo_tensor *, int64_t, int64_t);
 typedef void (*fo_roof_fn)(float **, int, float **, int, int64_t, int64_t);
 
 static fo_range_fn g_range = range_baseline;
-static fo_sumsq_fn g_sumsq = grad_sumsq_baseline;
 static fo_roof_fn g_roof = roofline_baseline;
 static int g_isa = FO_ISA_BASELINE;
 static fo_parallel_for_t g_pfor = NULL;
@@ -88,12 +87,12 @@ int fo_set_isa(int isa)
     switch (isa) {
 #if FO_X86
     case FO_ISA_AVX512:
-        g_range = range_avx512; g_sumsq = grad_sumsq_avx512; g_roof = roofline_avx512; break;
+        g_range = range_avx512; g_roof = roofline_avx512; break;
     case FO_ISA_AVX2:
-        g_range = range_avx2; g_sumsq = grad_sumsq_avx2; g_roof = roofline_avx2; break;
+        g_range = range_avx2; g_roof = roofline_avx2; break;
 #endif
     default:
-        g_range = range_baseline; g_sumsq = grad_sumsq_baseline; g_roof = roofline_baseline; break;
+        g_range = range_baseline; g_roof = roofline_baseline; break;
     }
     g_isa = isa;
     return 0;
@@ -122,6 +121,10 @@ int64_t fo_group_finalize(fo_group *g)
         blk += (units + FO_RBLOCK - 1) / FO_RBLOCK;
         g->unit_off[i + 1] = acc;
         g->blk_off[i + 1] = blk;
+        if (g->norm_t != NULL) {
+            g->norm_t[i].numel = g->t[i].numel;
+            g->norm_t[i].dtype = g->t[i].dtype;
+        }
     }
     return blk;
 }
@@ -156,8 +159,9 @@ static void group_worker(int64_t ub, int64_t ue, void *ctx)
     }
 }
 
-/* Worker over reduction blocks [bb, be): each block's partial sums go to
- * partial[2*blk], partial[2*blk+1], computed by one thread in a fixed order. */
+/* Worker over LAMB's reduction blocks [bb, be) (pass A: the update, and
+ * the block's sum(p^2), sum(u^2) into partial[2*blk], partial[2*blk+1],
+ * computed by one thread in a fixed order). */
 static void block_worker(int64_t bb, int64_t be, void *ctx)
 {
     const step_ctx *c = (const step_ctx *)ctx;
@@ -172,8 +176,7 @@ static void block_worker(int64_t bb, int64_t be, void *ctx)
             int64_t e = b + FO_RBLOCK * FO_UNIT;
             if (e > t->numel) e = t->numel;
             double red[2] = {0.0, 0.0};
-            if (c->pass == FO_PASS_LAMB_A) g_range(&g->hp, t, b, e, FO_PASS_LAMB_A, red);
-            else red[0] = g_sumsq(t, b, e);
+            g_range(&g->hp, t, b, e, c->pass, red);
             g->partial[2 * k] = red[0];
             g->partial[2 * k + 1] = red[1];
         }
@@ -248,13 +251,11 @@ int fo_group_step(fo_group *g)
     hp->grad_mul = (hp->maximize ? -1.0 : 1.0) * hp->clip_coef;
     hp->grad_norm = 0.0;
     if (hp->max_grad_norm > 0.0) {
-        /* one read of the grads: the group's norm, then the update scales
-         * them in registers (clip coefficient as torch's clip_grad_norm_) */
-        ctx.pass = -1;
-        run_parallel(blocks, bgrain, block_worker, &ctx);
-        double ss = 0.0;
-        for (int64_t k = 0; k < blocks; k++) ss += g->partial[2 * k];
-        double norm = sqrt(ss);
+        /* one read of the grads: the group's norm (reduce.c's, as
+         * fusedoptim.clip_grad_norm_), then the update scales them in
+         * registers (clip coefficient as torch's clip_grad_norm_) */
+        for (int64_t i = 0; i < g->n; i++) g->norm_t[i].ptr = g->t[i].grad;
+        double norm = fo_multi_norm(g->norm_t, g->n, 2.0, g->norm_scratch, NULL);
         if (hp->grad_scale != NULL) norm /= (double)*hp->grad_scale;
         hp->grad_norm = norm;
         double coef = hp->max_grad_norm / (norm + 1e-6);

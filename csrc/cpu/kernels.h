@@ -36,6 +36,15 @@ typedef struct {
     fo_step_scalars sc;  /* the step's scalars, filled by the serial pre-pass */
 } fo_tensor;
 
+/* One dense tensor: numel elements of dtype FO_DT_* at ptr (contiguous, or any
+ * dense non-overlapping layout: the norm ignores order and the scale is
+ * element-wise). fo_multi_scale writes through ptr. (The norm and scale of reduce.h.) */
+typedef struct {
+    const void *ptr;
+    int64_t numel;
+    int32_t dtype;
+} fo_rtensor;
+
 /* fo_hparams: fusedoptim/declarations.h */
 
 typedef struct {
@@ -45,6 +54,8 @@ typedef struct {
     int64_t *unit_off;   /* n+1 prefix sums of ceil(numel/FO_UNIT)           */
     int64_t *blk_off;    /* n+1 prefix sums of reduction blocks              */
     double *partial;     /* 2 * blk_off[n] doubles of scratch                */
+    fo_rtensor *norm_t;  /* n entries: the grads for max_grad_norm's norm    */
+    void *norm_scratch;  /* fo_norm_scratch_size(norm_t, n) bytes (reduce.h) */
 } fo_group;
 
 /* torch's stable C shim: torch_parallel_for(begin, end, grain, fn, ctx). */
@@ -62,8 +73,10 @@ int fo_compiled_isas(void);       /* bit (1 << FO_ISA_*) per variant compiled in
 int64_t fo_get_grain(void);
 void fo_set_grain(int64_t units);
 
-/* Recompute unit_off and blk_off from the tensors' numel; returns the number
- * of reduction blocks (the caller sizes `partial` as 2 doubles per block). */
+/* Recompute unit_off and blk_off (and norm_t's sizes and dtypes, when the
+ * caller allocated norm_t) from the tensors; returns the number of reduction
+ * blocks (the caller sizes `partial` as 2 doubles per block, and
+ * norm_scratch with reduce.h's fo_norm_scratch_size). */
 int64_t fo_group_finalize(fo_group *g);
 /* One optimizer step over the whole group (thread-safe w.r.t. the GIL: call it
  * with the GIL released). Increments step counters, computes per-tensor

@@ -353,21 +353,3 @@ static void FO_NAME(range)(const fo_hparams *hp, const fo_tensor *t, int64_t b, 
     if (tail_start < e)
         FO_NAME(span)(hp, t, b > tail_start ? b : tail_start, e, 1, pass, red);
 }
-
-/* Sum of squares of the grads [b, e) of tensor t (max_grad_norm). */
-static double FO_NAME(grad_sumsq)(const fo_tensor *t, int64_t b, int64_t e)
-{
-#if FO_IS_FLOAT
-    if (t->dtype != FO_DT_F32) {
-        float buf[FO_CB];
-        double acc = 0.0;
-        for (int64_t o = b; o < e; o += FO_CB) {
-            const int64_t n = (e - o) < FO_CB ? (e - o) : FO_CB;
-            FO_NAME(widen)(buf, t->grad, t->dtype, o, n);
-            acc += FO_NAME(sumsq)(buf, n);
-        }
-        return acc;
-    }
-#endif
-    return FO_NAME(sumsq)((const FO_T *)t->grad + b, e - b);
-}

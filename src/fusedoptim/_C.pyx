@@ -65,6 +65,10 @@ cdef extern from "kernels.h" nogil:
         const float *found_inf
         uint64_t seed
         double grad_norm
+    ctypedef struct fo_rtensor:
+        const void *ptr
+        int64_t numel
+        int32_t dtype
     ctypedef struct fo_group:
         fo_hparams hp
         int64_t n
@@ -72,6 +76,8 @@ cdef extern from "kernels.h" nogil:
         int64_t *unit_off
         int64_t *blk_off
         double *partial
+        fo_rtensor *norm_t
+        void *norm_scratch
     ctypedef void (*fo_parallel_fn)(int64_t, int64_t, void *)
     ctypedef int32_t (*fo_parallel_for_t)(int64_t, int64_t, int64_t, fo_parallel_fn, void *)
     void fo_set_parallel_for(fo_parallel_for_t fn)
@@ -310,9 +316,11 @@ cdef class Plan:
         self.g.unit_off = <int64_t *>calloc(na + 2, sizeof(int64_t))
         self.g.blk_off = <int64_t *>calloc(na + 2, sizeof(int64_t))
         self.g.partial = NULL
+        self.g.norm_t = <fo_rtensor *>calloc(na + 1, sizeof(fo_rtensor))
+        self.g.norm_scratch = NULL
         self.sref = <StateRef *>calloc(na + 1, sizeof(StateRef))
         self.pmeta = <PMeta *>calloc(na + 1, sizeof(PMeta))
-        if self.pmeta == NULL or self.slot == NULL or self.g.t == NULL or self.g.unit_off == NULL or self.sref == NULL or self.g.blk_off == NULL:
+        if self.g.norm_t == NULL or self.pmeta == NULL or self.slot == NULL or self.g.t == NULL or self.g.unit_off == NULL or self.sref == NULL or self.g.blk_off == NULL:
             raise MemoryError()
         self.g.n = 0
 
@@ -328,6 +336,8 @@ cdef class Plan:
         free(self.g.unit_off)
         free(self.g.blk_off)
         free(self.g.partial)
+        free(self.g.norm_t)
+        free(self.g.norm_scratch)
 
     def mark(self, Py_ssize_t j, int32_t how):
         """Entry j of params_all: -2 = no grad, -1 = served by the fallback."""
@@ -389,7 +399,9 @@ cdef class Plan:
         cdef int64_t blocks = fo_group_finalize(&self.g)
         free(self.g.partial)
         self.g.partial = <double *>calloc(2 * blocks + 2, sizeof(double))
-        if self.g.partial == NULL:
+        free(self.g.norm_scratch)
+        self.g.norm_scratch = calloc(fo_norm_scratch_size(self.g.norm_t, self.g.n) + 8, 1)
+        if self.g.partial == NULL or self.g.norm_scratch == NULL:
             raise MemoryError()
 
     def set_hparams(self, int wd_mode, bint amsgrad, bint nesterov, bint maximize, double lr,

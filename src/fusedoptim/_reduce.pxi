@@ -4,10 +4,6 @@
 from libc.stdlib cimport malloc
 
 cdef extern from "reduce.h" nogil:
-    ctypedef struct fo_rtensor:
-        const void *ptr
-        int64_t numel
-        int32_t dtype
     enum:
         FO_NORM_BLOCK
     size_t fo_norm_scratch_size(const fo_rtensor *t, int64_t n)
