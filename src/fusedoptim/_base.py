@@ -217,6 +217,16 @@ class FusedOptimizerMixin:
                 return float(group[k.fill]) if k.fill in group else float(k.fill)
         return 0.0
 
+    def _fo_new_state(self, group, p, key, dtype):
+        """A new state entry `key` (not the step) for p, as torch creates it:
+        a float32 scalar, an array filled with its declared value in p's
+        layout, or (written by the first step from the grad) left empty."""
+        if all(k.name != key or k.slot is None for k in self._fo_decl.keys):
+            return torch.tensor(self._fo_fill(group, key), dtype=torch.float32)  # NAdam's mu_product
+        if self._fo_lazy(key):
+            return torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format)
+        return torch.full_like(p, self._fo_fill(group, key), dtype=dtype, memory_format=torch.preserve_format)
+
     def _fo_lazy(self, key) -> bool:
         return any(k.name == key and k.lazy for k in self._fo_decl.keys)
 
@@ -308,15 +318,9 @@ class FusedOptimizerMixin:
                 continue
             if key == "step":
                 state["step"] = init_step(group, p)
-            elif key in scalars:  # NAdam's mu_product
-                state[key] = torch.tensor(self._fo_fill(group, key), dtype=torch.float32)
-            elif self._fo_lazy(key):
-                first = True  # torch: the first buffer is the grad itself
-                state[key] = torch.empty_like(p, dtype=sdt, memory_format=torch.preserve_format)
             else:
-                state[key] = torch.full_like(
-                    p, self._fo_fill(group, key), dtype=sdt, memory_format=torch.preserve_format
-                )
+                first = first or self._fo_lazy(key)  # torch: the first buffer is the grad itself
+                state[key] = self._fo_new_state(group, p, key, sdt)
         refs = []
         arrays = []
         fresh = "step" in state and torch.is_tensor(state["step"]) and float(state["step"]) == 0
@@ -328,8 +332,7 @@ class FusedOptimizerMixin:
             if fresh and t.dtype != sdt and not self._fo_lazy(key):
                 # never stepped (torch's Adagrad fills its state in __init__, in
                 # the param's dtype): fill anew in the state dtype, not a cast
-                t = torch.full_like(p, self._fo_fill(group, key), dtype=sdt,
-                                    memory_format=torch.preserve_format)
+                t = self._fo_new_state(group, p, key, sdt)
             t = state[key] = match_layout(p, t, sdt)
             arrays.append(t)
             refs.append((key, t))
@@ -470,8 +473,18 @@ class FusedOptimizerMixin:
                 plan.run()
                 torch._C._increment_version(plan.params)
             if fallback:
-                self._fo_torch_fallback(group, fallback, grad_scale, coef)
+                self._fo_other_devices(group, fallback, grad_scale, coef)
         return loss
+
+    def _fo_other_devices(self, group, params, grad_scale=None, coef=None):
+        """The params a group's CPU plan does not serve (it serves native CPU
+        params, `native_param`), each to its backend: CUDA params to the CUDA
+        kernels' plan (fusedoptim._cuda.step_cuda, which returns what it does
+        not serve: no extension, another device, a tensor subclass...), the
+        rest to torch's own implementation (_fo_torch_path)."""
+        params, group = _cuda.step_cuda(self, group, params, coef)
+        if params:
+            self._fo_torch_path(group, params, grad_scale, coef)
 
     def _fo_clip_coef(self, group, grad_scale) -> float:
         """Clip coefficient of the group's whole grad norm (params the kernels
@@ -484,15 +497,12 @@ class FusedOptimizerMixin:
         coef = group["max_grad_norm"] / (norm + 1e-6)
         return coef if (coef < 1.0 or coef != coef) else 1.0
 
-    def _fo_torch_fallback(self, group, params, grad_scale=None, coef=None):
-        """torch's implementation for params the kernels do not serve, with
+    def _fo_torch_path(self, group, params, grad_scale=None, coef=None):
+        """torch's implementation for params no fusedoptim kernel serves, with
         fusedoptim's options applied around it. torch 2.13's fused (and
         foreach) CPU kernels mis-update non-contiguous params and grads whose
         strides differ from the param's, so those CPU params take its
         for-loop path whatever the group's flags say."""
-        params, group = _cuda.step_cuda(self, group, params, coef)  # CUDA params: fusedoptim's CUDA kernels
-        if not params:
-            return
         name = type(self).__name__
         for opt in ("master_weights", "stochastic_rounding"):
             if group.get(opt):

@@ -298,13 +298,6 @@ def pack_hparams(hp: dict, *, l1: float = 0.0, grad_mul: float = 1.0, first: boo
     return h, f
 
 
-def _match(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """State with exactly p's dtype, device and strides (a copy only if it differs)."""
-    if t.dtype == p.dtype and t.device == p.device and (p.numel() <= 1 or t.stride() == p.stride()):
-        return t
-    return torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
-
-
 def device_step(state: dict, p: torch.Tensor) -> torch.Tensor:
     """state['step'] as a 0-dim float32 tensor on p's device (torch's fused
     CUDA layout); created at 0, converted (without a host sync for a CPU or
@@ -320,11 +313,20 @@ def device_step(state: dict, p: torch.Tensor) -> torch.Tensor:
     return s
 
 
+def _never_stepped(s: dict) -> bool:
+    """state['step'] is 0 (read only where a state tensor's dtype differs from
+    its param's: reading a device step synchronizes)."""
+    step = s.get("step")
+    return torch.is_tensor(step) and float(step) == 0
+
+
 def state_lists(opt, group: dict, params):
     """Per-param state, created lazily as the optimizer's torch class does (its
     keys in `_fo_order(group)` order, fill `_fo_fill`; SGD's momentum buffer
     is written by the kernel's first step), in the param's dtype and strides.
     -> (state lists in `_fo_slots(group)` order, step counters or [])."""
+    from ._base import match_layout  # (the CPU plan's: one lazy-state builder)
+
     st = opt.state
     order = opt._fo_order(group)
     slots = [k for k in opt._fo_slots(group) if k is not None]
@@ -335,15 +337,11 @@ def state_lists(opt, group: dict, params):
         for key in order:
             if key == "step":
                 steps.append(device_step(s, p))
-            elif key not in s:
-                if opt._fo_lazy(key):
-                    s[key] = torch.empty_like(p, memory_format=torch.preserve_format)
-                else:
-                    fill = float(opt._fo_fill(group, key))
-                    s[key] = (torch.zeros_like(p, memory_format=torch.preserve_format) if fill == 0.0
-                              else torch.full_like(p, fill, memory_format=torch.preserve_format))
+            elif key not in s or (s[key].dtype != p.dtype and not opt._fo_lazy(key) and _never_stepped(s)):
+                # (never stepped, in another dtype: filled anew, as on the CPU)
+                s[key] = opt._fo_new_state(group, p, key, p.dtype)
             else:
-                s[key] = _match(p, s[key])
+                s[key] = match_layout(p, s[key])
         for j, key in enumerate(slots):
             lists[j].append(s[key])
     return lists, steps
