@@ -39,19 +39,19 @@
 
 /* clang-format off */
 #define FO_OPTIMIZERS(X)                                                                          \
-    X(SGD, sgd, 1, (o1 != FO_MOM_NONE, 0, 0),                                                                   \
+    X(SGD, sgd, 1, (o1 != FO_MOM_NONE, 0, 0),                                                     \
       hp->momentum == 0.0 ? FO_MOM_NONE : (t->first ? FO_MOM_FIRST : FO_MOM_UPDATE),              \
       hp->nesterov && hp->momentum != 0.0, 3, 2, 1,                                               \
-      "momentum_buffer@0?momentum~", "momentum dampening nesterov", 1)                           \
+      "momentum_buffer@0?momentum~", "momentum dampening nesterov", 1)                            \
     X(ADAM, adam, 1, (1, 1, o1), hp->amsgrad != 0, 0, 2, 1, 1,                                    \
-      "step exp_avg@0 exp_avg_sq@1 max_exp_avg_sq@2?amsgrad", "eps betas amsgrad", 1)           \
+      "step exp_avg@0 exp_avg_sq@1 max_exp_avg_sq@2?amsgrad", "eps betas amsgrad", 1)             \
     X(ADAGRAD, adagrad, 1, (1, 0, 0), 0, 0, 1, 1, 0,                                              \
-      "step sum@0=initial_accumulator_value", "eps lr_decay", 1)                                 \
-    X(RMSPROP, rmsprop, 1, (1, o1, o2), hp->centered != 0, hp->momentum > 0.0, 2, 2, 0,          \
-      "step square_avg@0 momentum_buffer@2?momentum grad_avg@1?centered",                        \
+      "step sum@0=initial_accumulator_value", "eps lr_decay", 1)                                  \
+    X(RMSPROP, rmsprop, 1, (1, o1, o2), hp->centered != 0, hp->momentum > 0.0, 2, 2, 0,           \
+      "step square_avg@0 momentum_buffer@2?momentum grad_avg@1?centered",                         \
       "eps momentum alpha centered", 1)                                                           \
     X(ADAMAX, adamax, 1, (1, 1, 0), 0, 0, 1, 1, 0, "step exp_avg@0 exp_inf@1", "eps betas", 1)    \
-    X(NADAM, nadam, 1, (1, 1, 0), 0, 0, 1, 1, 0, "step mu_product=1 exp_avg@0 exp_avg_sq@1",        \
+    X(NADAM, nadam, 1, (1, 1, 0), 0, 0, 1, 1, 0, "step mu_product=1 exp_avg@0 exp_avg_sq@1",      \
       "eps betas momentum_decay", 0)                                                              \
     X(RADAM, radam, 1, (1, 1, 0), t->sc.radam.rectified != 0.0, 0, 2, 1, 0,                       \
       "step exp_avg@0 exp_avg_sq@1", "eps betas", 1)                                              \
