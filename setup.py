@@ -48,6 +48,7 @@ ext = Extension(
     depends=[
         "csrc/fusedoptim/optim_math.h",
         "csrc/fusedoptim/optim_math_spec.h",
+        "csrc/fusedoptim/declarations.h",
         "csrc/cpu/kernels.h",
         "csrc/cpu/isa_section.h",
         "csrc/cpu/loops_spec.h",
