@@ -3,8 +3,10 @@
 Each torch optimizer here subclasses its torch.optim counterpart, so
 constructor signature, defaults, validation errors, `state_dict` layout,
 hooks, pickling and `isinstance(opt, torch.optim.Adam)` are torch's own;
-`step` differs. Lion and LAMB, which torch lacks, subclass the plain-torch
-implementations in `fusedoptim._reference`.
+`step` differs. Lion, LAMB and ADOPT, which torch lacks, subclass the
+plain-torch implementations in `fusedoptim._reference`. Each class names its
+declaration (csrc/fusedoptim/declarations.h: kernel, state keys in torch's
+order, fill values, hyper-parameters), read from the compiled module.
 
 Options every optimizer adds (keyword-only, per param group):
   decoupled_weight_decay  weight decay as p *= 1 - lr*weight_decay before the
