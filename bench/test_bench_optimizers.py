@@ -112,7 +112,7 @@ def test_options(benchmark, workload_base, bench_quick, bench_threads, variant, 
         gc.collect()
 
 
-# ---------------------------------------------------------------- bench.py itself --
+# ------------------------------------------------- the fusedoptim.bench package itself --
 # Plain tests (no benchmark fixture): the runner's logic works end to end.
 
 def test_workload_shapes_full_size_counts():
@@ -182,8 +182,14 @@ def test_measure_options_quick():
     assert [v["variant"] for v in o["variants"]] == list(fb.OPTION_VARIANTS)
     assert [v["bytes_per_element"] for v in o["variants"]] == [14, 22, 20, 14]
     assert o["variants"][0]["time_vs_first"] == pytest.approx(1.0)
-    assert o["reference_mode"] == "fused"
+    assert o["reference_mode"] == "fused" and o["torch_modes"] == ["forloop", "foreach", "fused"]
+    for v in o["variants"]:  # x best: against torch's fastest mode of each round (one round here)
+        best = min(o["torch"][m]["samples_ms"][0] for m in o["torch_modes"]) / v["samples_ms"][0]
+        assert v["speedup_best"] == pytest.approx(best)
+        assert v["speedup_best"] >= v["speedup_fused"] * (1 - 1e-12) or \
+            o["torch"]["fused"]["samples_ms"][0] > min(o["torch"][m]["samples_ms"][0] for m in o["torch_modes"])
     assert "state_dtype=float32" in fb.format_options([o]) and "| thr |" in fb.format_options([o], markdown=True)
+    assert "x best" in fb.format_options([o])
 
 
 def test_convergence_is_deterministic():
@@ -247,3 +253,93 @@ def test_cli_groups_and_rejects_unknown_names():
                 ["--family", "--optimizers", "sgd"], ["--convergence", "--no-convergence"]):
         with pytest.raises(SystemExit):
             fb.parse_args(bad)
+
+
+def _fake(label, workload, threads, frac, best, dtype="float32"):
+    return {"optimizer": label.lower(), "optimizer_label": label, "workload": workload, "dtype": dtype,
+            "threads": threads, "roofline_fraction": frac, "speedup": {"best": best}, "quick": True}
+
+
+def test_flags_list_every_case_under_85_percent_of_its_roofline():
+    results = [_fake("AdamW", "W1", 1, 0.95, 1.2), _fake("AdamW", "W4", 1, 0.36, 0.97, "bfloat16"),
+               _fake("SGD", "W4", 2, 0.849, 1.1, "bfloat16"), _fake("SGD", "W1", 1, None, None)]
+    opts = [{"optimizer_label": "AdamW", "workload": "W4", "threads": 1,
+             "variants": [{"variant": "default (bf16 state)", "roofline_fraction": 0.9},
+                          {"variant": "state_dtype=float32", "roofline_fraction": 0.53}]}]
+    low = fb.under_roofline(results, opts)
+    assert low == [("AdamW W4 (bfloat16) 1 thr", 0.36), ("SGD W4 (bfloat16) 2 thr", 0.849),
+                   ("AdamW W4 state_dtype=float32 1 thr", 0.53)]
+    text = fb.format_flags(results, opts)
+    assert text.startswith("FLAG: 3 of 6 timed cases ran under 85%") and "state_dtype=float32 1 thr 53%" in text
+    assert fb.format_flags(results[:1]).startswith("All 1 timed cases ran at >= 85%")
+
+
+@pytest.mark.parametrize("load,cpus,threads,busy", [
+    ((0.1, 0.1, 0.1), 2, [1, 2], False), ((0.9, 0.5, 0.2), 2, [1, 2], True), ((0.9, 0.5, 0.2), 2, [1], False),
+    ((2.5, 2.0, 1.0), 8, [1, 2], False), (None, 2, [1, 2], False)])
+def test_busy_machine_warning(load, cpus, threads, busy):
+    w = fb.busy_warning(load, cpus, threads)
+    assert (w is not None) == busy
+    if busy:
+        assert f"load average {load[0]:.2f} over {cpus} CPUs" in w and "unreliable" in w
+    env = dict(fb.environment(), load_average=load, cpu_count=cpus)
+    header = fb.format_header(env, threads=threads)
+    assert ("WARNING: the machine is busy" in header) == busy
+    if load:
+        assert "load average" in header
+
+
+def test_results_chart(tmp_path):
+    pytest.importorskip("matplotlib")
+    results = [_fake("AdamW", "W1", 1, 0.95, 1.2), _fake("AdamW", "W1", 2, 2.4, 0.8),
+               _fake("Lion", "W4", 1, 0.5, 4.0, "bfloat16")]
+    png = tmp_path / "chart.png"
+    assert fb.plot_results(results, [], str(png)) is None
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    labels, threads, data = fb.plot_rows(results, [])
+    assert labels == ["AdamW W1", "Lion W4 bf16 (vs ref)"] and threads == [1, 2]
+    assert data[("AdamW W1", 2)] == (0.8, 2.4)
+    assert fb.plot_results([], [], str(tmp_path / "none.png")) == "no results to plot"
+
+
+def test_cli_plot_writes_chart_and_convergence(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "r.png"
+    rc = fb.main(["--quick", "--workloads", "w4", "--optimizers", "sgd", "--threads", "1", "--repeats", "1",
+                  "--convergence-steps", "4", "--plot", str(png)])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    conv = tmp_path / "r-convergence.png"
+    assert conv.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"results chart written to {png}" in captured.err and "Run time:" in captured.out
+    assert "timed cases ran" in captured.out
+
+
+@pytest.mark.parametrize("optimizer,options", [("adamw", {"state_dtype": torch.float32}),
+                                               ("adamw", {"master_weights": True}), ("adamw", {}),
+                                               ("lamb", {"state_dtype": torch.float32})])
+def test_roofline_calls_fit_the_fused_loop_and_move_each_array_once(monkeypatch, optimizer, options):
+    """Beyond 4 read-write / 2 read-only arrays the kernel's fallback re-reads
+    the read-only arrays per read-write one (more bytes, ~4x slower here): the
+    roofline cuts such a pass into calls that fit, each array once."""
+    from fusedoptim.bench import traffic as tr
+
+    t = fb.traffic_model(fb.OPTIMIZERS[optimizer], torch.bfloat16, options)
+    calls = []
+    monkeypatch.setattr(tr._C, "roofline", lambda rw, ro: calls.append((list(rw), list(ro))))
+    step, arrays = fb.roofline_step(t, 1000)
+    step()
+    per_pass = {}
+    for p_i, p in enumerate(t.passes):
+        per_pass[p_i] = ({id(a) for s in p if s.mode == "rw" for a in arrays[s.name]},
+                         {id(a) for s in p if s.mode != "rw" for a in arrays[s.name]})
+    got_rw = [id(a) for rw, _ in calls for a in rw]
+    got_ro = [id(a) for _, ro in calls for a in ro]
+    assert sorted(got_rw) == sorted(i for rw, _ in per_pass.values() for i in rw)
+    assert sorted(got_ro) == sorted(i for _, ro in per_pass.values() for i in ro)
+    fits = [1 <= len(rw) <= tr.ROOF_RW and len(ro) <= tr.ROOF_RO for rw, ro in calls]
+    if optimizer == "adamw":
+        assert all(fits), [(len(rw), len(ro)) for rw, ro in calls]
+    if options.get("state_dtype") is torch.float32 and optimizer == "adamw":
+        assert len(calls) == 2  # 5 rw + 1 ro half-length arrays: 3+1 and 2+0

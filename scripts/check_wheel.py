@@ -75,6 +75,10 @@ def check(path: str, max_glibc: tuple[int, int]) -> tuple[list[str], list[str]]:
             problems.append(f"{name}: expected one extension fusedoptim/_C.*, found {exts}")
         if "fusedoptim/_C.c" in names:
             problems.append(f"{name}: ships Cython's generated fusedoptim/_C.c")
+        if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
+            problems.append(f"{name}: no LICENSE in .dist-info/licenses/ (pyproject's license-files)")
+        if not any(re.match(r"fusedoptim/bench/__main__\.py$", n) for n in names):
+            problems.append(f"{name}: lacks the fusedoptim.bench package (python -m fusedoptim.bench)")
 
         meta_name = next((n for n in names if n.endswith(".dist-info/METADATA")), None)
         meta_version = None

@@ -62,7 +62,7 @@ RAW=$(ls "$WORK"/dist/*.whl)
 say "sdist contents"
 tar tzf "$SDIST" | sed 's|^[^/]*/||' | sort >"$WORK/sdist.txt"
 need=$(cd "$WORK/src" && ls csrc/*/*.h csrc/*/*.c src/fusedoptim/*.pyx src/fusedoptim/*.py tests/*.py \
-  setup.py pyproject.toml README.md MANIFEST.in 2>/dev/null)
+  setup.py pyproject.toml README.md LICENSE MANIFEST.in 2>/dev/null)
 missing=$(comm -23 <(echo "$need" | sort) "$WORK/sdist.txt")
 [ -z "$missing" ] || die "the sdist lacks: $missing"
 ! grep -qx "src/fusedoptim/_C.c" "$WORK/sdist.txt" || die "the sdist ships Cython's generated _C.c"

@@ -941,7 +941,9 @@ def test_cli_main_nested_and_multiple_schedules(tmp_path, capsys):
         ("StepLR(step_size=open('x'))", "unknown scheduler"),
         ("StepLR(step_size=1+2)", "must be a literal"),
         ("StepLR(step_size=x.y)", "must be a literal"),
-        ("StepLR(3)", "pass arguments by keyword"),
+        ("StepLR(3, 0.5, -1, 7)", r"too many positional arguments \(the optimizer is supplied\)"),
+        ("StepLR(3, step_size=3)", "multiple values for argument 'step_size'"),
+        ("StepLR(*[3])", r"\*args are not supported"),
         ("StepLR(**{'step_size': 3})", r"\*\*kwargs are not supported"),
         ("StepLR(optimizer=1, step_size=2)", "the optimizer is supplied"),
         ("StepLR", "expected a scheduler call"),
@@ -964,3 +966,36 @@ def test_cli_reports_invalid_scheduler_arguments(tmp_path, capsys):
     assert rc == 1
     assert "warmup_steps (500) must be smaller than total_steps (100)" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_accepts_positional_arguments_as_python_does():
+    """The README's Python form works on the command line: arguments after
+    the optimizer by position, mixed with keywords, nested; ChainedScheduler
+    (optimizer after `schedulers`) too."""
+    o = make_opt()
+    got = F._parse_schedule("WarmupStableDecayLR(5, 10, 5, decay='cosine')")(o)
+    ref_opt = make_opt()
+    ref = F.WarmupStableDecayLR(ref_opt, 5, 10, 5, decay="cosine")
+    assert isinstance(got, F.WarmupStableDecayLR)
+    for _ in range(25):
+        assert o.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"]
+        o.step()
+        ref_opt.step()
+        got.step()
+        ref.step()
+    s = F._parse_schedule("WarmupLR(3, StepLR(2, 0.5))")(make_opt())
+    assert isinstance(s.after, F.StepLR) and s.after.step_size == 2 and s.after.gamma == 0.5
+    c = F._parse_schedule("ChainedScheduler([ConstantLR(0.5), ExponentialLR(0.9)])")(make_opt())
+    assert [type(x).__name__ for x in c._schedulers] == ["ConstantLR", "ExponentialLR"]
+
+
+def test_cli_help_lists_every_scheduler_with_its_parameters(capsys):
+    with pytest.raises(SystemExit) as info:
+        F.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "WarmupStableDecayLR(warmup_steps, stable_steps, decay_steps, min_lr=0.0, decay='linear'" in out
+    assert "StepLR(step_size, gamma=0.1" in out
+    from fusedoptim._schedule_cli import _cli_schedulers
+    for name in _cli_schedulers():
+        assert f"\n  {name}(" in out, name

@@ -593,3 +593,82 @@ def test_lr_range_test_invalid(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         lr_range_test(**args)
+
+
+def _noisy_range_test():
+    torch.manual_seed(0)
+    x = torch.randn(2048, 20)
+    y = x @ torch.randn(20, 1) + 0.3 * torch.randn(2048, 1)
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 1))
+    opt = fusedoptim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    batches = [(x[i:i + 32], y[i:i + 32]) for i in range(0, 2048, 32)]
+    return lr_range_test(model, nn.functional.mse_loss, batches, opt, start_lr=1e-6, end_lr=10, num_steps=100)
+
+
+def test_lr_range_test_steepest_skips_early_noise_and_the_tail():
+    """Minibatch noise: the smoothed loss drops steeply over the first few
+    updates (the moving average has seen few losses). The steepest-slope
+    suggestion skips them (10% of the updates) and the divergence tail, as
+    torch-lr-finder (skip_start) and fastai do."""
+    res = _noisy_range_test()
+    pts = list(zip(res.lrs, res.losses))
+    slopes = [((pts[j + 1][1] - pts[j - 1][1]) / (math.log(pts[j + 1][0]) - math.log(pts[j - 1][0])), pts[j][0])
+              for j in range(1, len(pts) - 1)]
+    assert min(slopes)[1] == res.lrs[1]  # the naive rule picks the second lr tried
+    skip = len(pts) // 10
+    i_best = res.losses.index(min(res.losses))
+    assert res.lrs.index(res.steepest_lr) in range(skip + 1, i_best)
+    seg = pts[skip:i_best + 1]
+    want = min(((seg[j + 1][1] - seg[j - 1][1]) / (math.log(seg[j + 1][0]) - math.log(seg[j - 1][0])), seg[j][0])
+               for j in range(1, len(seg) - 1))[1]
+    assert res.steepest_lr == want
+    assert res.best_lr / 100 < res.steepest_lr < res.best_lr
+
+
+def test_steepest_lr_rule():
+    from fusedoptim.recipes import steepest_lr
+
+    lrs = [10.0 ** (-6 + i / 4) for i in range(24)]
+    # early plunge (noise), slow fall, steepest central difference at index 13, minimum at 18, divergence after
+    losses = [9.0, 5.0, 4.9, 4.85, 4.8, 4.75, 4.7, 4.65, 4.6, 4.5, 4.4, 4.2, 3.9, 3.3, 2.4, 1.9, 1.6, 1.5, 1.45,
+              2.0, 5.0, 20.0, 90.0, float("nan")]
+    assert steepest_lr(lrs, losses) == lrs[13]
+    assert steepest_lr(lrs, losses, skip_start=0) == lrs[1]
+    assert steepest_lr(lrs[:2], losses[:2]) is None
+    assert steepest_lr([1e-3, 1e-2], [float("nan")] * 2) is None
+
+
+def test_lr_range_test_result_repr_and_plot_limits():
+    res = LRRangeTestResult(lrs=[1e-4, 1e-3, 1e-2, 1e-1, 1.0], losses=[2.0, 1.5, 1.0, 1.2, 30.0],
+                            raw_losses=[2.0, 1.4, 0.9, 1.5, 300.0], suggested_lr=1e-3, best_lr=1e-2,
+                            steepest_lr=1e-3, diverged=True)
+    assert repr(res) == ("LRRangeTestResult(suggested_lr=0.001, steepest_lr=0.001, best_lr=0.01, steps=5, "
+                         "lrs=0.0001..1, diverged=True)")
+    lo, hi = res.plot_limits()
+    assert lo < 1.0 < 2.0 < hi < 3.0  # the smoothed curve's range; the 30 (and raw 300) tail is clipped
+    long = _noisy_range_test()
+    assert len(repr(long)) < 160
+    assert LRRangeTestResult([1.0], [float("nan")], [float("nan")], 0.1, 1.0, 1.0, True).plot_limits() is None
+
+
+def test_lr_range_test_plot_is_scaled_to_the_smoothed_curve(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    res = _noisy_range_test()
+    seen = {}
+    orig = matplotlib.figure.Figure.savefig
+
+    def spy(self, *a, **k):
+        seen["ylim"] = self.axes[0].get_ylim()
+        return orig(self, *a, **k)
+
+    matplotlib.figure.Figure.savefig = spy
+    try:
+        res.plot(tmp_path / "r.png")
+    finally:
+        matplotlib.figure.Figure.savefig = orig
+    lo, hi = seen["ylim"]
+    assert (lo, hi) == pytest.approx(res.plot_limits())
+    assert hi < max(res.raw_losses) and hi < max(res.losses)  # spikes and the divergence tail are clipped
+    assert lo < min(res.losses)

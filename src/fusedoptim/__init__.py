@@ -28,6 +28,7 @@ globals().update({_cls.__name__: _cls for _cls in _ALL})  # every fused optimize
 lr_scheduler = _importlib.import_module(".lr_scheduler", __name__)
 from .recipes import EarlyStopping, lr_range_test, param_groups, scale_lr  # noqa: E402
 from .clip import clip_grad_norm_, clip_grads_with_norm_, get_total_norm  # noqa: E402,F401
+from .factory import create_optimizer  # noqa: E402
 
 for _name in ("swa_utils",):
     if hasattr(_torch_optim, _name):
@@ -40,5 +41,5 @@ __all__ = sorted(
     | {_cls.__name__ for _cls in _ALL}
     | {"Optimizer", "lr_scheduler", "show_config", "select_isa", "__version__",
        "EarlyStopping", "lr_range_test", "param_groups", "scale_lr", "clip_grad_norm_",
-       "clip_grads_with_norm_", "get_total_norm"}
+       "clip_grads_with_norm_", "get_total_norm", "create_optimizer"}
 )

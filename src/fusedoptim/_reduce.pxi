@@ -3,6 +3,9 @@
 # fast tensor-metadata path (fast_meta) with the optimizer plans.
 from libc.stdlib cimport malloc
 
+# FO_DT_* and fo_rtensor come from _C.pyx's extern block of kernels.h
+# (declaring them here again made Cython warn "redeclared")
+
 cdef extern from "reduce.h" nogil:
     enum:
         FO_NORM_BLOCK

@@ -360,11 +360,15 @@ class LRRangeTestResult:
     ``lrs[i]`` is the learning rate of the i-th update and ``losses[i]`` the
     smoothed (bias-corrected exponential moving average) loss measured right
     after it; ``raw_losses`` are the unsmoothed values. ``suggested_lr`` is the
-    learning rate at the lowest smoothed loss divided by 10 (the usual "min/10"
-    rule: safely below where the loss turns up); ``steepest_lr`` is where the
-    smoothed loss falls fastest against log(lr). ``diverged`` says whether the
-    sweep stopped because the loss exceeded ``diverge_factor`` times its best
-    (or became NaN/inf). Learning rates are those of ``param_groups[0]``.
+    learning rate at the lowest smoothed loss divided by 10 (fastai's
+    "minimum/10" rule: safely below where the loss turns up); ``steepest_lr``
+    is where the smoothed loss falls fastest against log(lr) (the suggestion
+    of torch-lr-finder and fastai's "steep"), searched between the first
+    ``skip_start`` updates (early noise: the moving average has seen few
+    losses) and the lowest smoothed loss (the divergence tail is no
+    candidate). ``diverged`` says whether the sweep stopped because the loss
+    exceeded ``diverge_factor`` times its best (or became NaN/inf). Learning
+    rates are those of ``param_groups[0]``.
     """
 
     lrs: list[float]
@@ -375,8 +379,30 @@ class LRRangeTestResult:
     steepest_lr: float
     diverged: bool
 
+    def __repr__(self) -> str:
+        return (f"LRRangeTestResult(suggested_lr={self.suggested_lr:.3g}, steepest_lr={self.steepest_lr:.3g}, "
+                f"best_lr={self.best_lr:.3g}, steps={len(self.lrs)}, "
+                f"lrs={self.lrs[0]:.3g}..{self.lrs[-1]:.3g}, diverged={self.diverged})")
+
+    def plot_limits(self) -> tuple[float, float] | None:
+        """The y-range `plot` uses: the smoothed curve from its start to its
+        lowest point, plus the way back up as far as the start's level (the
+        divergence tail above that is clipped, as are raw-loss spikes)."""
+        finite = [v for v in self.losses if math.isfinite(v)]
+        if not finite:
+            return None
+        lo = min(finite)
+        i_lo = finite.index(lo)
+        hi = max(finite[: i_lo + 1])
+        if hi <= lo:  # a curve that only rises: show it up to the threshold
+            hi = max(finite)
+        span = (hi - lo) or abs(lo) or 1.0
+        return lo - 0.05 * span, hi + 0.10 * span
+
     def plot(self, path, *, title: str | None = None):
-        """Write smoothed loss against learning rate (log axis) to an image file (PNG)."""
+        """Write the loss against the learning rate (log axis) to an image
+        file (PNG): the smoothed loss, the raw losses in grey, the suggested
+        and steepest learning rates; y scaled to the smoothed curve."""
         Figure = _require_matplotlib("LRRangeTestResult.plot")
         fig = Figure(figsize=(7, 4.5), layout="constrained")
         ax = fig.add_subplot()
@@ -385,7 +411,13 @@ class LRRangeTestResult:
             xs, ys, raw = zip(*finite)
             ax.plot(xs, raw, color="0.75", linewidth=1, label="loss")
             ax.plot(xs, ys, linewidth=1.8, label="smoothed loss")
-        ax.axvline(self.suggested_lr, color="tab:red", linestyle="--", label=f"suggested lr {self.suggested_lr:.3g}")
+        limits = self.plot_limits()
+        if limits is not None:
+            ax.set_ylim(*limits)
+        ax.axvline(self.suggested_lr, color="tab:red", linestyle="--",
+                   label=f"suggested lr {self.suggested_lr:.3g} (min/10)")
+        ax.axvline(self.steepest_lr, color="tab:green", linestyle=":",
+                   label=f"steepest descent {self.steepest_lr:.3g}")
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("loss")
@@ -394,6 +426,26 @@ class LRRangeTestResult:
         ax.legend(fontsize="small")
         fig.savefig(path, dpi=100)
         return path
+
+
+def steepest_lr(lrs, losses, skip_start: int | None = None) -> float | None:
+    """The learning rate where the smoothed `losses` fall fastest against
+    log(lr) (central differences), searched from update `skip_start`
+    (default: 10% of the updates, at least 1: the moving average is noisy at
+    first) to the lowest loss; None if fewer than 3 points remain."""
+    pts = [(lr, l) for lr, l in zip(lrs, losses) if math.isfinite(l)]
+    if not pts:
+        return None
+    skip = max(1, len(pts) // 10) if skip_start is None else max(0, int(skip_start))
+    i_min = min(range(len(pts)), key=lambda i: pts[i][1])
+    seg = pts[skip: i_min + 1]
+    if len(seg) < 3:
+        seg = pts[: i_min + 1]
+    if len(seg) < 3:
+        return None
+    slopes = [((seg[j + 1][1] - seg[j - 1][1]) / (math.log(seg[j + 1][0]) - math.log(seg[j - 1][0])), seg[j][0])
+              for j in range(1, len(seg) - 1)]
+    return min(slopes)[1]
 
 
 def _clone(value):
@@ -601,19 +653,13 @@ def lr_range_test(
         best_loss, best_lr = min(finite)
     else:
         best_lr = lrs[0]
-    steepest_lr = best_lr
-    if len(finite) >= 3:
-        slopes = [
-            ((finite[j + 1][0] - finite[j - 1][0]) / (math.log(finite[j + 1][1]) - math.log(finite[j - 1][1])), finite[j][1])
-            for j in range(1, len(finite) - 1)
-        ]
-        steepest_lr = min(slopes)[1]
+    steep = steepest_lr(lrs, smoothed)
     return LRRangeTestResult(
         lrs=lrs,
         losses=smoothed,
         raw_losses=raw,
         suggested_lr=best_lr / 10.0,
         best_lr=best_lr,
-        steepest_lr=steepest_lr,
+        steepest_lr=best_lr if steep is None else steep,
         diverged=diverged,
     )
