@@ -48,6 +48,7 @@ ext = Extension(
     depends=[
         "csrc/fusedoptim/optim_math.h",
         "csrc/fusedoptim/optim_math_spec.h",
+        "csrc/fusedoptim/declarations.h",
         "csrc/cpu/kernels.h",
         "csrc/cpu/isa_section.h",
         "csrc/cpu/loops_spec.h",
@@ -90,26 +91,22 @@ cmdclass = {"build_py": build_py_with_csrc}
 # Architectures: FUSEDOPTIM_CUDA_ARCH (default "80;90"; PTX of the last one is
 # embedded too, so newer GPUs JIT it). Without FUSEDOPTIM_CUDA=1 torch is not
 # imported and nvcc is never needed.
-def cuda_home():
-    """CUDA_HOME / CUDA_PATH if set, else the toolkit holding the nvcc on PATH
-    (following wrapper scripts' targets is not possible, so check for the
-    headers), else /usr/local/cuda. torch guesses dirname(dirname(nvcc)), which
-    is wrong for a /usr/local/bin/nvcc wrapper."""
-    for k in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(k):
-            return os.environ[k]
-    nvcc = shutil.which("nvcc")
-    cands = [os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))] if nvcc else []
-    cands.append("/usr/local/cuda")
-    for c in cands:
-        if os.path.exists(os.path.join(c, "include", "cuda_runtime_api.h")):
-            return c
-    return None
+def _toolkit():
+    """src/fusedoptim/_toolkit.py, the one CUDA toolkit finder (loaded by path:
+    the package cannot be imported before it is built)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src", "fusedoptim", "_toolkit.py")
+    spec = importlib.util.spec_from_file_location("_fusedoptim_toolkit", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 if os.environ.get("FUSEDOPTIM_CUDA") == "1":
-    if cuda_home():
-        os.environ["CUDA_HOME"] = cuda_home()  # read by torch.utils.cpp_extension at import
+    _home = _toolkit().cuda_home()
+    if _home:
+        os.environ["CUDA_HOME"] = _home  # read by torch.utils.cpp_extension at import
     from torch.utils.cpp_extension import BuildExtension, CUDAExtension
 
     archs = [a.strip() for a in os.environ.get("FUSEDOPTIM_CUDA_ARCH", "80;90").replace(",", ";").split(";") if a.strip()]

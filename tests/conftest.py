@@ -3,6 +3,10 @@
 Markers:
     slow   long-running tests (e.g. ~1M-element parity); skipped unless
            `--runslow` is given or FUSEDOPTIM_SLOW=1 is set.
+    beyond_isa_subset
+           registry cases outside the per-ISA parity subset (tests/registry.py);
+           `-m "not beyond_isa_subset"` leaves them out, and so does
+           FUSEDOPTIM_PARITY_SUBSET=isa (the CI's per-ISA wheel runs).
 
 Every test starts from a fixed seed and gets the kernel variant (ISA) and
 torch's thread count restored afterwards, so tests that switch them cannot
@@ -23,9 +27,17 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test (run with --runslow or FUSEDOPTIM_SLOW=1)")
+    config.addinivalue_line(
+        "markers", "beyond_isa_subset: outside the per-ISA parity subset (deselected by FUSEDOPTIM_PARITY_SUBSET=isa)")
 
 
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("FUSEDOPTIM_PARITY_SUBSET", "") == "isa":
+        # the per-ISA subset: as -m "not beyond_isa_subset"
+        out = [it for it in items if "beyond_isa_subset" in it.keywords]
+        if out:
+            config.hook.pytest_deselected(items=out)
+            items[:] = [it for it in items if "beyond_isa_subset" not in it.keywords]
     if config.getoption("--runslow") or os.environ.get("FUSEDOPTIM_SLOW") == "1":
         return
     markexpr = getattr(config.option, "markexpr", "") or ""

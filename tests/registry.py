@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import fusedoptim
-from fusedoptim._reference import LAMBTorch, LionTorch
+from fusedoptim._reference import ADOPTTorch, LAMBTorch, LionTorch
 
 # --------------------------------------------------------------------- optimizers --
 
@@ -261,8 +261,20 @@ LAMB_INFO = OptimInfo(
     fused_oracle=False, all_shapes=False,
 )
 
+ADOPT_INFO = OptimInfo(
+    "ADOPT", fusedoptim.ADOPT, ADOPTTorch,
+    (
+        OptimConfig("default", dict(lr=1e-2)),
+        OptimConfig("wd_max", dict(lr=1e-2, weight_decay=0.1, maximize=True)),
+        OptimConfig("decoupled_betas", dict(lr=1e-2, weight_decay=0.1, decoupled_weight_decay=True,
+                                            betas=(0.5, 0.9), eps=1e-4)),
+    ),
+    lambda kw: dict(_lr_wd_override(kw), betas=(0.8, 0.99)), _keys("step", "exp_avg", "exp_avg_sq"),
+    fused_oracle=False, all_shapes=False,
+)
+
 OPTIMS = (SGD_INFO, ADAM_INFO, ADAMW_INFO, ADAGRAD_INFO, RMSPROP_INFO, ADAMAX_INFO, NADAM_INFO,
-          RADAM_INFO, ADADELTA_INFO, LION_INFO, LAMB_INFO)
+          RADAM_INFO, ADADELTA_INFO, LION_INFO, LAMB_INFO, ADOPT_INFO)
 
 OPTIMS_BY_NAME = {o.name: o for o in OPTIMS}
 
@@ -272,10 +284,17 @@ def optim_configs():
     return [(o, c) for o in OPTIMS for c in o.configs]
 
 
+def beyond_isa_subset(o: OptimInfo, c: OptimConfig) -> tuple:
+    """The `beyond_isa_subset` mark for an option set outside the per-ISA
+    parity subset (every option set whose oracle is torch's fused kernel, the
+    first of the others): `-m "not beyond_isa_subset"` (or
+    FUSEDOPTIM_PARITY_SUBSET=isa, see conftest.py) leaves it out."""
+    return (pytest.mark.beyond_isa_subset,) if not o.fused_oracle and c is not o.configs[0] else ()
+
+
 def optim_config_params():
-    subset = os.environ.get("FUSEDOPTIM_PARITY_SUBSET", "") == "isa"
-    return [pytest.param(o, c, id=f"{o.name}-{c.id}") for o, c in optim_configs()
-            if not (subset and not o.fused_oracle and c is not o.configs[0])]
+    return [pytest.param(o, c, id=f"{o.name}-{c.id}", marks=beyond_isa_subset(o, c))
+            for o, c in optim_configs()]
 
 
 # ---------------------------------------------------------------------- dtypes --
@@ -355,19 +374,14 @@ def parity_cases(shapes=SHAPES):
     """pytest params (info, config, shape) over the registry product, with
     `slow` marks on the big shapes (see ShapeCase.slow / .medium)."""
     out = []
-    subset = os.environ.get("FUSEDOPTIM_PARITY_SUBSET", "") == "isa"
     for o in OPTIMS:
         for i, c in enumerate(o.configs):
-            if subset and not o.fused_oracle and i > 0:
-                # per-ISA reruns (.ci/run): every option set where torch's fused
-                # kernel is the bit-exact oracle, the first of the rest
-                continue
             for sh in shapes:
                 if not o.all_shapes and sh.id not in SHAPES_FAMILY_IDS and not sh.slow:
                     continue
                 slow = sh.slow or (sh.medium and i not in (0, len(o.configs) - 1))
-                out.append(pytest.param(o, c, sh, id=f"{o.name}-{c.id}-{sh.id}",
-                                        marks=(pytest.mark.slow,) if slow else ()))
+                marks = ((pytest.mark.slow,) if slow else ()) + beyond_isa_subset(o, c)
+                out.append(pytest.param(o, c, sh, id=f"{o.name}-{c.id}-{sh.id}", marks=marks))
     return out
 
 

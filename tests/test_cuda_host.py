@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import fusedoptim
-from fusedoptim import _cuda
+from fusedoptim import _C, _cuda
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
@@ -203,11 +203,11 @@ def test_pack_adam_family():
 def test_cuda_kind_of_each_optimizer():
     p = [_p(2)]
     kinds = [
-        (fusedoptim.SGD(p, lr=0.1), _cuda.KIND_SGD), (fusedoptim.Adam(p), _cuda.KIND_ADAM),
-        (fusedoptim.AdamW(p), _cuda.KIND_ADAM), (fusedoptim.Adagrad(p), _cuda.KIND_ADAGRAD),
-        (fusedoptim.RMSprop(p), _cuda.KIND_RMSPROP), (fusedoptim.Adamax(p), _cuda.KIND_ADAMAX),
-        (fusedoptim.RAdam(p), _cuda.KIND_RADAM), (fusedoptim.Adadelta(p), _cuda.KIND_ADADELTA),
-        (fusedoptim.Lion(p), _cuda.KIND_LION),
+        (fusedoptim.SGD(p, lr=0.1), _C.KIND_SGD), (fusedoptim.Adam(p), _C.KIND_ADAM),
+        (fusedoptim.AdamW(p), _C.KIND_ADAM), (fusedoptim.Adagrad(p), _C.KIND_ADAGRAD),
+        (fusedoptim.RMSprop(p), _C.KIND_RMSPROP), (fusedoptim.Adamax(p), _C.KIND_ADAMAX),
+        (fusedoptim.RAdam(p), _C.KIND_RADAM), (fusedoptim.Adadelta(p), _C.KIND_ADADELTA),
+        (fusedoptim.Lion(p), _C.KIND_LION),
         (fusedoptim.NAdam(p), None), (fusedoptim.LAMB(p), None),  # torch's path on CUDA (for now)
         (torch.optim.Adam(p), None),
     ]

@@ -45,12 +45,6 @@ static void FO_CAT(range_, FO_ISA)(const fo_hparams *hp, const fo_tensor *t, int
     else                       FO_CAT(range_f32_, FO_ISA)(hp, t, b, e, pass, red);
 }
 
-static double FO_CAT(grad_sumsq_, FO_ISA)(const fo_tensor *t, int64_t b, int64_t e)
-{
-    if (t->dtype == FO_DT_F64) return FO_CAT(grad_sumsq_f64_, FO_ISA)(t, b, e);
-    return FO_CAT(grad_sumsq_f32_, FO_ISA)(t, b, e);
-}
-
 /* Same-traffic roofline: one pass that reads every array once and writes the
  * read-write ones in place, vectorized like the optimizer loops. Specialized
  * for up to 8 read-write and 3 read-only arrays (every optimizer's traffic,

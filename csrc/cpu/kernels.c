@@ -13,6 +13,7 @@
 
 #include "fusedoptim/optim_math.h"
 #include "kernels.h"
+#include "reduce.h"
 #include "convert.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -51,11 +52,9 @@
 #endif
 
 typedef void (*fo_range_fn)(const fo_hparams *, const fo_tensor *, int64_t, int64_t, int, double *);
-typedef double (*fo_sumsq_fn)(const fo_tensor *, int64_t, int64_t);
 typedef void (*fo_roof_fn)(float **, int, float **, int, int64_t, int64_t);
 
 static fo_range_fn g_range = range_baseline;
-static fo_sumsq_fn g_sumsq = grad_sumsq_baseline;
 static fo_roof_fn g_roof = roofline_baseline;
 static int g_isa = FO_ISA_BASELINE;
 static fo_parallel_for_t g_pfor = NULL;
@@ -88,12 +87,12 @@ int fo_set_isa(int isa)
     switch (isa) {
 #if FO_X86
     case FO_ISA_AVX512:
-        g_range = range_avx512; g_sumsq = grad_sumsq_avx512; g_roof = roofline_avx512; break;
+        g_range = range_avx512; g_roof = roofline_avx512; break;
     case FO_ISA_AVX2:
-        g_range = range_avx2; g_sumsq = grad_sumsq_avx2; g_roof = roofline_avx2; break;
+        g_range = range_avx2; g_roof = roofline_avx2; break;
 #endif
     default:
-        g_range = range_baseline; g_sumsq = grad_sumsq_baseline; g_roof = roofline_baseline; break;
+        g_range = range_baseline; g_roof = roofline_baseline; break;
     }
     g_isa = isa;
     return 0;
@@ -122,6 +121,10 @@ int64_t fo_group_finalize(fo_group *g)
         blk += (units + FO_RBLOCK - 1) / FO_RBLOCK;
         g->unit_off[i + 1] = acc;
         g->blk_off[i + 1] = blk;
+        if (g->norm_t != NULL) {
+            g->norm_t[i].numel = g->t[i].numel;
+            g->norm_t[i].dtype = g->t[i].dtype;
+        }
     }
     return blk;
 }
@@ -156,8 +159,9 @@ static void group_worker(int64_t ub, int64_t ue, void *ctx)
     }
 }
 
-/* Worker over reduction blocks [bb, be): each block's partial sums go to
- * partial[2*blk], partial[2*blk+1], computed by one thread in a fixed order. */
+/* Worker over LAMB's reduction blocks [bb, be) (pass A: the update, and
+ * the block's sum(p^2), sum(u^2) into partial[2*blk], partial[2*blk+1],
+ * computed by one thread in a fixed order). */
 static void block_worker(int64_t bb, int64_t be, void *ctx)
 {
     const step_ctx *c = (const step_ctx *)ctx;
@@ -172,8 +176,7 @@ static void block_worker(int64_t bb, int64_t be, void *ctx)
             int64_t e = b + FO_RBLOCK * FO_UNIT;
             if (e > t->numel) e = t->numel;
             double red[2] = {0.0, 0.0};
-            if (c->pass == FO_PASS_LAMB_A) g_range(&g->hp, t, b, e, FO_PASS_LAMB_A, red);
-            else red[0] = g_sumsq(t, b, e);
+            g_range(&g->hp, t, b, e, c->pass, red);
             g->partial[2 * k] = red[0];
             g->partial[2 * k + 1] = red[1];
         }
@@ -217,70 +220,38 @@ static double bump_step(fo_tensor *t)
 }
 
 /* Per-tensor scalars that depend on the step, in double as torch computes
- * them (t: the step after the increment). */
+ * them (fo_<name>_scalars, optim_math_spec.h), once per step value: tensors
+ * at the step of the one before reuse its scalars. */
 static void pre_pass(fo_group *g)
 {
-    fo_hparams *hp = &g->hp;
-    const double b1 = hp->beta1, b2 = hp->beta2, lr = hp->lr;
-    double last = -1.0, c[4] = {0, 0, 0, 0};
-    int flag = 0;
+    const fo_hparams *hp = &g->hp;
+    double last = -1.0;
+    fo_step_scalars cached;
+    memset(&cached, 0, sizeof cached);
     for (int64_t i = 0; i < g->n; i++) {
         fo_tensor *t = &g->t[i];
         double s = bump_step(t);
+        if (s != last) {
+            last = s;
+            cached = fo_step_scalars_of(hp->kind, s, hp);
+        }
+        t->sc = cached;
         if (hp->kind == FO_KIND_NADAM) {
             /* mu_product is per param state (a float32 scalar in torch):
              * updated in its own precision, then read back as torch does */
-            double mu = b1 * (1.0 - 0.5 * pow(0.96, s * hp->momentum_decay));
-            double mu_next = b1 * (1.0 - 0.5 * pow(0.96, (s + 1.0) * hp->momentum_decay));
             double prod;
-            if (t->aux_f64) prod = *(double *)t->aux *= mu;
-            else prod = *(float *)t->aux *= (float)mu;
-            t->sc[0] = -lr * (1.0 - mu) / (1.0 - prod);
-            t->sc[1] = (-lr * mu_next) / (1.0 - prod * mu_next);
-            t->sc[2] = 1.0 - pow(b2, s);
-            continue;
+            if (t->aux_f64) prod = *(double *)t->aux *= t->sc.nadam.mu;
+            else prod = *(float *)t->aux *= (float)t->sc.nadam.mu;
+            fo_nadam_with_product(&t->sc.nadam, prod, hp->lr);
         }
-        if (s != last) {
-            last = s;
-            flag = 0;
-            switch (hp->kind) {
-            case FO_KIND_ADAM:      /* step_size, sqrt of bias correction 2 */
-                c[0] = -(lr / (1.0 - pow(b1, s)));
-                c[1] = sqrt(1.0 - pow(b2, s));
-                break;
-            case FO_KIND_ADAGRAD:   /* torch's fused kernel: step read as float */
-                c[0] = lr / (1.0 + (s - 1.0) * hp->lr_decay);
-                break;
-            case FO_KIND_ADAMAX:
-                c[0] = -(lr / (1.0 - pow(b1, s)));
-                break;
-            case FO_KIND_RADAM: {
-                double bc1 = 1.0 - pow(b1, s), bc2 = 1.0 - pow(b2, s);
-                double rho_inf = 2.0 / (1.0 - b2) - 1.0;
-                double rho_t = rho_inf - 2.0 * s * pow(b2, s) / bc2;
-                c[0] = bc1;
-                c[1] = lr;
-                c[2] = sqrt(bc2);
-                c[3] = 0.0;
-                if (rho_t > 5.0) {
-                    flag = 1;
-                    c[3] = sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
-                                ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t));
-                }
-                break;
-            }
-            case FO_KIND_LAMB:
-                c[0] = hp->bias_correction ? 1.0 - pow(b1, s) : 1.0;
-                c[1] = hp->bias_correction ? 1.0 - pow(b2, s) : 1.0;
-                break;
-            default:
-                break;
-            }
-        }
-        t->flag = flag;
-        for (int k = 0; k < 4; k++) t->sc[k] = c[k];
     }
 }
+
+/* The declarations, for Python (fusedoptim._C.OPTIMIZERS). */
+#define FO_DECL_(K, name, single, uses, o1, o2, n1, n2, tail, keys, hparams, cuda) \
+    {FO_KIND_##K, #name, keys, hparams, cuda},
+const fo_optimizer_decl fo_optimizers[] = {FO_OPTIMIZERS(FO_DECL_)};
+#undef FO_DECL_
 
 int fo_group_step(fo_group *g)
 {
@@ -293,14 +264,14 @@ int fo_group_step(fo_group *g)
     hp->grad_mul = (hp->maximize ? -1.0 : 1.0) * hp->clip_coef;
     hp->grad_norm = 0.0;
     if (hp->max_grad_norm > 0.0) {
-        /* one read of the grads: the group's norm, then the update scales
-         * them in registers (clip coefficient as torch's clip_grad_norm_) */
-        ctx.pass = -1;
-        if (run_parallel(blocks, bgrain, block_worker, &ctx) != 0)
+        /* one read of the grads: the group's norm (reduce.c's, as
+         * fusedoptim.clip_grad_norm_), then the update scales them in
+         * registers (clip coefficient as torch's clip_grad_norm_) */
+        for (int64_t i = 0; i < g->n; i++) g->norm_t[i].ptr = g->t[i].grad;
+        fo_take_pool_error();
+        double norm = fo_multi_norm(g->norm_t, g->n, 2.0, g->norm_scratch, NULL);
+        if (fo_take_pool_error() != 0)
             return -1;   /* nothing changed yet */
-        double ss = 0.0;
-        for (int64_t k = 0; k < blocks; k++) ss += g->partial[2 * k];
-        double norm = sqrt(ss);
         if (hp->grad_scale != NULL) norm /= (double)*hp->grad_scale;
         hp->grad_norm = norm;
         double coef = hp->max_grad_norm / (norm + 1e-6);
@@ -321,7 +292,7 @@ int fo_group_step(fo_group *g)
             wn = sqrt(wn);
             un = sqrt(un);
             double trust = (wn > 0.0 && un > 0.0) ? wn / un : 1.0;
-            g->t[i].sc[2] = -hp->lr * trust;
+            g->t[i].sc.lamb.neg_lr_trust = -hp->lr * trust;
         }
         ctx.pass = FO_PASS_LAMB_B;
         /* the grads were unscaled (and stored back) in pass A */

@@ -3,17 +3,12 @@
 #define FUSEDOPTIM_CPU_KERNELS_H
 #include <stdint.h>
 
+#include "fusedoptim/optim_math_spec.h"  /* (without FO_T: the declarations and step scalars) */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* storage dtypes; math is in float for every dtype but float64 */
-enum { FO_DT_F32 = 0, FO_DT_F64 = 1, FO_DT_BF16 = 2, FO_DT_F16 = 3 };
-enum {
-    FO_KIND_SGD = 0, FO_KIND_ADAM = 1, FO_KIND_ADAGRAD = 2, FO_KIND_RMSPROP = 3,
-    FO_KIND_ADAMAX = 4, FO_KIND_NADAM = 5, FO_KIND_RADAM = 6, FO_KIND_ADADELTA = 7,
-    FO_KIND_LION = 8, FO_KIND_LAMB = 9
-};
 enum { FO_ISA_BASELINE = 0, FO_ISA_AVX2 = 1, FO_ISA_AVX512 = 2 };
 
 /* Elements are grouped in units of FO_UNIT; threads split work on unit
@@ -26,7 +21,7 @@ enum { FO_ISA_BASELINE = 0, FO_ISA_AVX2 = 1, FO_ISA_AVX512 = 2 };
 /* One tensor of a group: pointers are cached between steps except grad. */
 typedef struct {
     void *param, *grad;
-    void *s0, *s1, *s2;  /* state arrays, per optimizer (see kernels.c)       */
+    void *s0, *s1, *s2;  /* state slots 0..2 of the optimizer's declaration   */
     void *master;        /* float32 master weights (param = rounded image)    */
     void *step;          /* scalar step counter (float or double), or NULL   */
     void *aux;           /* NAdam's mu_product scalar, or NULL               */
@@ -36,30 +31,21 @@ typedef struct {
     int32_t step_f64;    /* step counter is a double                         */
     int32_t aux_f64;     /* aux scalar is a double                           */
     int32_t first;       /* SGD: momentum buffer not yet initialised         */
-    int32_t flag;        /* set by the pre-pass (RAdam: rectified this step) */
     int32_t sr;          /* bfloat16 param stored with stochastic rounding   */
     int32_t index;       /* position in the group: its random stream         */
-    double sc[4];        /* per-tensor scalars filled by the serial pre-pass */
+    fo_step_scalars sc;  /* the step's scalars, filled by the serial pre-pass */
 } fo_tensor;
 
+/* One dense tensor: numel elements of dtype FO_DT_* at ptr (contiguous, or any
+ * dense non-overlapping layout: the norm ignores order and the scale is
+ * element-wise). fo_multi_scale writes through ptr. (The norm and scale of reduce.h.) */
 typedef struct {
-    int32_t kind;        /* FO_KIND_*                                        */
-    int32_t wd_mode;     /* FO_WD_* (optim_math.h)                           */
-    int32_t amsgrad, nesterov, maximize, centered;
-    int32_t bias_correction;   /* LAMB                                       */
-    int32_t pad_;
-    double lr, beta1, beta2, eps, weight_decay, momentum, dampening;
-    double alpha;        /* RMSprop alpha, Adadelta rho                      */
-    double lr_decay, momentum_decay;
-    double l1;           /* L1 weight decay (proximal), 0 = off              */
-    double max_grad_norm;      /* > 0: clip by the group's grad norm         */
-    double clip_coef;          /* a clip coefficient computed by the caller  */
-    const float *grad_scale;   /* AMP: grads /= *grad_scale (stored back)    */
-    const float *found_inf;    /* AMP: the step is skipped when != 0         */
-    uint64_t seed;       /* stochastic rounding: fresh per step              */
-    double grad_norm;    /* out: the group's grad norm (max_grad_norm > 0)   */
-    double grad_mul;     /* internal: -1 for maximize, times the clip coef   */
-} fo_hparams;
+    const void *ptr;
+    int64_t numel;
+    int32_t dtype;
+} fo_rtensor;
+
+/* fo_hparams: fusedoptim/declarations.h */
 
 typedef struct {
     fo_hparams hp;
@@ -68,6 +54,8 @@ typedef struct {
     int64_t *unit_off;   /* n+1 prefix sums of ceil(numel/FO_UNIT)           */
     int64_t *blk_off;    /* n+1 prefix sums of reduction blocks              */
     double *partial;     /* 2 * blk_off[n] doubles of scratch                */
+    fo_rtensor *norm_t;  /* n entries: the grads for max_grad_norm's norm    */
+    void *norm_scratch;  /* fo_norm_scratch_size(norm_t, n) bytes (reduce.h) */
 } fo_group;
 
 /* torch's stable C shim: torch_parallel_for(begin, end, grain, fn, ctx). */
@@ -85,8 +73,10 @@ int fo_compiled_isas(void);       /* bit (1 << FO_ISA_*) per variant compiled in
 int64_t fo_get_grain(void);
 void fo_set_grain(int64_t units);
 
-/* Recompute unit_off and blk_off from the tensors' numel; returns the number
- * of reduction blocks (the caller sizes `partial` as 2 doubles per block). */
+/* Recompute unit_off and blk_off (and norm_t's sizes and dtypes, when the
+ * caller allocated norm_t) from the tensors; returns the number of reduction
+ * blocks (the caller sizes `partial` as 2 doubles per block, and
+ * norm_scratch with reduce.h's fo_norm_scratch_size). */
 int64_t fo_group_finalize(fo_group *g);
 /* One optimizer step over the whole group (thread-safe w.r.t. the GIL: call it
  * with the GIL released). Increments step counters, computes per-tensor
@@ -99,6 +89,9 @@ int fo_group_step(fo_group *g);
  * scaling, roofline), per calling thread: noted, then taken (and cleared). */
 void fo_note_pool_error(int rc);
 int fo_take_pool_error(void);
+
+/* The declarations, one per optimizer kind (FO_NUM_KINDS entries). */
+extern const fo_optimizer_decl fo_optimizers[];
 
 /* Same-traffic roofline: rw[j][i] = 0.5f*rw[j][i] + 1 + sum_k ro[k][i], i < n. */
 void fo_roofline(float **rw, int nrw, float **ro, int nro, int64_t n);

@@ -21,37 +21,24 @@
 /* the passes of a step */
 enum { FO_PASS_MAIN = 0, FO_PASS_LAMB_A = 1, FO_PASS_LAMB_B = 2 };
 /* core's kinds: the optimizer kinds plus LAMB's two passes */
-#define FO_CK_LAMB_A 10
-#define FO_CK_LAMB_B 11
+#define FO_CK_LAMB_A FO_NUM_KINDS
+#define FO_CK_LAMB_B (FO_NUM_KINDS + 1)
 /* block of the converting path: 256 elements x 5 arrays of floats on the stack */
 #define FO_CB 256
+/* helpers over the declaration table (declarations.h) */
+#define FO_IF_0(...)
+#define FO_IF_1(...) __VA_ARGS__
+#define FO_SLOT_0(u0, u1, u2) (u0)
+#define FO_SLOT_1(u0, u1, u2) (u1)
+#define FO_SLOT_2(u0, u1, u2) (u2)
 #endif
 
-static void FO_NAME(make_scalars)(const fo_hparams *hp, const fo_tensor *t,
+/* The group's and the tensor's scalars, rounded once to FO_T. */
+static void FO_NAME(make_scalars)(const fo_hparams *hp, const fo_tensor *t, const int ck,
                                   FO_NAME(fo_scalars) *s)
 {
-    s->weight_decay = (FO_T)hp->weight_decay;
-    s->decay = (FO_T)(1.0 - hp->lr * hp->weight_decay);
-    s->l1_thr = (FO_T)(hp->lr * hp->l1);
-    s->neg_lr = (FO_T)(-hp->lr);
-    s->w1 = (FO_T)(1.0 - hp->beta1);
-    s->w1_minus_1 = s->w1 - (FO_T)1;
-    s->one_minus_w1 = (FO_T)1 - s->w1;
-    s->beta1 = (FO_T)hp->beta1;
-    s->beta2 = (FO_T)hp->beta2;
-    s->one_minus_beta2 = (FO_T)(1.0 - hp->beta2);
-    s->eps = (FO_T)hp->eps;
-    s->momentum = (FO_T)hp->momentum;
-    s->one_minus_damp = (FO_T)(1.0 - hp->dampening);
-    s->alpha = (FO_T)hp->alpha;
-    s->one_minus_alpha = (FO_T)(1.0 - hp->alpha);
-    s->wa = (FO_T)(1.0 - hp->alpha);
-    s->wa_minus_1 = s->wa - (FO_T)1;
-    s->one_minus_wa = (FO_T)1 - s->wa;
-    s->c0 = (FO_T)t->sc[0];
-    s->c1 = (FO_T)t->sc[1];
-    s->c2 = (FO_T)t->sc[2];
-    s->c3 = (FO_T)t->sc[3];
+    FO_NAME(fo_common_scalars)(s, hp, hp->lr);
+    FO_NAME(fo_round_step)(s, ck >= FO_NUM_KINDS ? FO_KIND_LAMB : ck, &t->sc);
 }
 
 /* Storage variant of core / dispatch: the element types of the param, grad
@@ -67,16 +54,10 @@ static void FO_NAME(make_scalars)(const fo_hparams *hp, const fo_tensor *t,
 #endif /* !FO_CORE_ONLY */
 #define FO_VN(x) FO_CAT(FO_NAME(x), FO_SV)
 
-/* The loop. State arrays a, b, c per optimizer (NULL where unused):
- *   SGD      a = momentum_buffer
- *   Adam     a = exp_avg, b = exp_avg_sq, c = max_exp_avg_sq
- *   Adagrad  a = sum
- *   RMSprop  a = square_avg, b = grad_avg, c = momentum_buffer
- *   Adamax   a = exp_avg, b = exp_inf
- *   NAdam, RAdam, LAMB   a = exp_avg, b = exp_avg_sq   (LAMB pass A: c = u out)
- *   Adadelta a = square_avg, b = acc_delta
- *   Lion     a = exp_avg
- * Grads are multiplied by gmul (-1 for maximize, times the clipping
+/* The loop: one optimizer's fo_<name>_elem per element, over the state
+ * slots a, b, c its declaration names (NULL where unused), or one of LAMB's
+ * two passes (pass A: c = u out). Every memory access goes through FO_LD /
+ * FO_ST. Grads are multiplied by gmul (-1 for maximize, times the clipping
  * coefficient of max_grad_norm) in registers only. (AMP's unscaling, which
  * torch's fused kernels store back into the grads, runs per block just
  * before: a conditional store in this loop would stop it vectorizing.) */
@@ -89,74 +70,27 @@ static inline __attribute__((always_inline)) void FO_VN(core)(
      * (and the lerp's branch on its weight) is hoisted out of the loop */
     const FO_NAME(fo_scalars) s_local = *s_in;
     const FO_NAME(fo_scalars) *const s = &s_local;
+    (void)o2;
     for (int64_t i = 0; i < n; i++) { /* FO_VEC core: must vectorize (scripts/check_vectorized.py) */
         FO_T pv = FO_LD(p, i);
         FO_T gv = 0;
         if (kind != FO_CK_LAMB_B)
             gv = FO_LD(g, i) * gmul;
         switch (kind) {
-        case FO_KIND_SGD: {
-            FO_T bv = (o1 == FO_MOM_UPDATE) ? FO_LD(a, i) : (FO_T)0;
-            FO_NAME(fo_sgd_elem)(&pv, &bv, gv, s, wd, o1, o2, tail);
-            if (o1 != FO_MOM_NONE) FO_ST(a, i, bv);
-            break;
-        }
-        case FO_KIND_ADAM: {
-            FO_T mv = FO_LD(a, i), vv = FO_LD(b, i), xv = o1 ? FO_LD(c, i) : (FO_T)0;
-            FO_NAME(fo_adam_elem)(&pv, &mv, &vv, &xv, gv, s, wd, o1, tail);
-            FO_ST(a, i, mv);
-            FO_ST(b, i, vv);
-            if (o1) FO_ST(c, i, xv);
-            break;
-        }
-        case FO_KIND_ADAGRAD: {
-            FO_T sv = FO_LD(a, i);
-            FO_NAME(fo_adagrad_elem)(&pv, &sv, gv, s, wd);
-            FO_ST(a, i, sv);
-            break;
-        }
-        case FO_KIND_RMSPROP: {
-            FO_T sq = FO_LD(a, i), ga = o1 ? FO_LD(b, i) : (FO_T)0, bf = o2 ? FO_LD(c, i) : (FO_T)0;
-            FO_NAME(fo_rmsprop_elem)(&pv, &sq, &ga, &bf, gv, s, wd, o1, o2);
-            FO_ST(a, i, sq);
-            if (o1) FO_ST(b, i, ga);
-            if (o2) FO_ST(c, i, bf);
-            break;
-        }
-        case FO_KIND_ADAMAX: {
-            FO_T mv = FO_LD(a, i), uv = FO_LD(b, i);
-            FO_NAME(fo_adamax_elem)(&pv, &mv, &uv, gv, s, wd);
-            FO_ST(a, i, mv);
-            FO_ST(b, i, uv);
-            break;
-        }
-        case FO_KIND_NADAM: {
-            FO_T mv = FO_LD(a, i), vv = FO_LD(b, i);
-            FO_NAME(fo_nadam_elem)(&pv, &mv, &vv, gv, s, wd);
-            FO_ST(a, i, mv);
-            FO_ST(b, i, vv);
-            break;
-        }
-        case FO_KIND_RADAM: {
-            FO_T mv = FO_LD(a, i), vv = FO_LD(b, i);
-            FO_NAME(fo_radam_elem)(&pv, &mv, &vv, gv, s, wd, o1);
-            FO_ST(a, i, mv);
-            FO_ST(b, i, vv);
-            break;
-        }
-        case FO_KIND_ADADELTA: {
-            FO_T sq = FO_LD(a, i), ac = FO_LD(b, i);
-            FO_NAME(fo_adadelta_elem)(&pv, &sq, &ac, gv, s, wd);
-            FO_ST(a, i, sq);
-            FO_ST(b, i, ac);
-            break;
-        }
-        case FO_KIND_LION: {
-            FO_T mv = FO_LD(a, i);
-            FO_NAME(fo_lion_elem)(&pv, &mv, gv, s, wd);
-            FO_ST(a, i, mv);
-            break;
-        }
+#define FO_CORE_CASE_(K, name, single, uses, ...)                                         \
+    FO_IF_##single(case FO_KIND_##K: {                                                    \
+        const int u0 = FO_SLOT_0 uses, u1 = FO_SLOT_1 uses, u2 = FO_SLOT_2 uses;          \
+        FO_T x0 = u0 ? FO_LD(a, i) : (FO_T)0;                                             \
+        FO_T x1 = u1 ? FO_LD(b, i) : (FO_T)0;                                             \
+        FO_T x2 = u2 ? FO_LD(c, i) : (FO_T)0;                                             \
+        FO_NAME(fo_##name##_elem)(&pv, &x0, &x1, &x2, gv, s, wd, o1, o2, tail);           \
+        if (u0) FO_ST(a, i, x0);                                                          \
+        if (u1) FO_ST(b, i, x1);                                                          \
+        if (u2) FO_ST(c, i, x2);                                                          \
+        break;                                                                            \
+    })
+        FO_OPTIMIZERS(FO_CORE_CASE_)
+#undef FO_CORE_CASE_
         case FO_CK_LAMB_A: {
             FO_T mv = FO_LD(a, i), vv = FO_LD(b, i);
             FO_ST(c, i, FO_NAME(fo_lamb_moments)(pv, &mv, &vv, gv, s, wd));
@@ -176,7 +110,7 @@ static inline __attribute__((always_inline)) void FO_VN(core)(
 }
 
 #ifndef FO_CORE_ONLY
-/* Options of kind `ck` for tensor t as (wd, o1, o2). */
+/* Options of kind `ck` for tensor t as (wd, o1, o2): the declarations'. */
 static inline void FO_NAME(options)(const int ck, const fo_hparams *hp, const fo_tensor *t,
                                     int *wd, int *o1, int *o2)
 {
@@ -184,13 +118,10 @@ static inline void FO_NAME(options)(const int ck, const fo_hparams *hp, const fo
     *o1 = 0;
     *o2 = 0;
     switch (ck) {
-    case FO_KIND_SGD:
-        *o1 = hp->momentum == 0.0 ? FO_MOM_NONE : (t->first ? FO_MOM_FIRST : FO_MOM_UPDATE);
-        *o2 = hp->nesterov && *o1 != FO_MOM_NONE;
-        break;
-    case FO_KIND_ADAM: *o1 = hp->amsgrad != 0; break;
-    case FO_KIND_RMSPROP: *o1 = hp->centered != 0; *o2 = hp->momentum > 0.0; break;
-    case FO_KIND_RADAM: *o1 = t->flag != 0; break;
+#define FO_OPTIONS_CASE_(K, name, single, uses, O1, O2, ...)                              \
+    case FO_KIND_##K: *o1 = (O1); *o2 = (O2); break;
+        FO_OPTIMIZERS(FO_OPTIONS_CASE_)
+#undef FO_OPTIONS_CASE_
     case FO_CK_LAMB_B: *o1 = *wd == FO_WD_DECOUPLED; *wd = FO_WD_NONE; break;
     default: break;
     }
@@ -203,10 +134,20 @@ static inline void FO_NAME(options)(const int ck, const fo_hparams *hp, const fo
         FO_VN(core)(K, p, g, a, b, c, n, s, gmul, W, A, B, T);                            \
         return;
 #define FO_C3(K, A, B, T) FO_C(K, 0, A, B, T) FO_C(K, 1, A, B, T) FO_C(K, 2, A, B, T)
+/* every (o1, o2) with o1 < n1, o2 < n2 */
+#define FO_CO1_1(K, B, T) FO_C3(K, 0, B, T)
+#define FO_CO1_2(K, B, T) FO_CO1_1(K, B, T) FO_C3(K, 1, B, T)
+#define FO_CO1_3(K, B, T) FO_CO1_2(K, B, T) FO_C3(K, 2, B, T)
+#define FO_CO2_1(K, N1, T) FO_CO1_##N1(K, 0, T)
+#define FO_CO2_2(K, N1, T) FO_CO1_##N1(K, 0, T) FO_CO1_##N1(K, 1, T)
+#define FO_DISPATCH_(K, name, single, uses, O1, O2, N1, N2, ...)                          \
+    FO_IF_##single(FO_CO2_##N2(FO_KIND_##K, N1, 0))
+#define FO_DISPATCH_TAIL_(K, name, single, uses, O1, O2, N1, N2, TAIL, ...)               \
+    FO_IF_##TAIL(FO_CO2_##N2(FO_KIND_##K, N1, 1))
 
 /* Runs `core` with the options as literal constants. The tail forms exist
  * for float only, and only where torch's fused kernel has a scalar tail that
- * differs from its vector body (SGD, Adam). */
+ * differs from its vector body (the declarations' `tail`). */
 /* noinline: one symbol per storage variant (scripts/check_vectorized.py) */
 static __attribute__((noinline)) void FO_VN(dispatch)(const int ck, FO_PT *p, FO_GT *g, FO_SS *a, FO_SS *b, FO_SS *c,
                               const int64_t n, const FO_NAME(fo_scalars) *s, const FO_T gmul,
@@ -217,25 +158,13 @@ static __attribute__((noinline)) void FO_VN(dispatch)(const int ck, FO_PT *p, FO
 #if FO_HAS_TAIL
     if (tail) {
         switch (key) {
-            FO_C3(FO_KIND_SGD, 0, 0, 1) FO_C3(FO_KIND_SGD, 1, 0, 1) FO_C3(FO_KIND_SGD, 1, 1, 1)
-            FO_C3(FO_KIND_SGD, 2, 0, 1) FO_C3(FO_KIND_SGD, 2, 1, 1)
-            FO_C3(FO_KIND_ADAM, 0, 0, 1) FO_C3(FO_KIND_ADAM, 1, 0, 1)
+            FO_OPTIMIZERS(FO_DISPATCH_TAIL_)
             default: break;
         }
     }
 #endif
     switch (key) {
-        FO_C3(FO_KIND_SGD, 0, 0, 0) FO_C3(FO_KIND_SGD, 1, 0, 0) FO_C3(FO_KIND_SGD, 1, 1, 0)
-        FO_C3(FO_KIND_SGD, 2, 0, 0) FO_C3(FO_KIND_SGD, 2, 1, 0)
-        FO_C3(FO_KIND_ADAM, 0, 0, 0) FO_C3(FO_KIND_ADAM, 1, 0, 0)
-        FO_C3(FO_KIND_ADAGRAD, 0, 0, 0)
-        FO_C3(FO_KIND_RMSPROP, 0, 0, 0) FO_C3(FO_KIND_RMSPROP, 0, 1, 0)
-        FO_C3(FO_KIND_RMSPROP, 1, 0, 0) FO_C3(FO_KIND_RMSPROP, 1, 1, 0)
-        FO_C3(FO_KIND_ADAMAX, 0, 0, 0)
-        FO_C3(FO_KIND_NADAM, 0, 0, 0)
-        FO_C3(FO_KIND_RADAM, 0, 0, 0) FO_C3(FO_KIND_RADAM, 1, 0, 0)
-        FO_C3(FO_KIND_ADADELTA, 0, 0, 0)
-        FO_C3(FO_KIND_LION, 0, 0, 0)
+        FO_OPTIMIZERS(FO_DISPATCH_)
         FO_C3(FO_CK_LAMB_A, 0, 0, 0)
         FO_C(FO_CK_LAMB_B, 0, 0, 0, 0) FO_C(FO_CK_LAMB_B, 0, 1, 0, 0)
         default: break;
@@ -249,6 +178,13 @@ static __attribute__((noinline)) void FO_VN(dispatch)(const int ck, FO_PT *p, FO
 #undef FO_SS
 #undef FO_SV
 #undef FO_HAS_TAIL
+#undef FO_CO1_1
+#undef FO_CO1_2
+#undef FO_CO1_3
+#undef FO_CO2_1
+#undef FO_CO2_2
+#undef FO_DISPATCH_
+#undef FO_DISPATCH_TAIL_
 
 #ifndef FO_CORE_ONLY
 /* AMP: grads divided by the scale (as torch's fused kernels: a division,
@@ -420,9 +356,9 @@ static void FO_NAME(span)(const fo_hparams *hp, const fo_tensor *t, int64_t b, i
                           const int tail, const int pass, double *red)
 {
     FO_NAME(fo_scalars) s;
-    FO_NAME(make_scalars)(hp, t, &s);
     const int ck = pass == FO_PASS_LAMB_A ? FO_CK_LAMB_A
                    : pass == FO_PASS_LAMB_B ? FO_CK_LAMB_B : hp->kind;
+    FO_NAME(make_scalars)(hp, t, ck, &s);
     int wd, o1, o2;
     FO_NAME(options)(ck, hp, t, &wd, &o1, &o2);
     const FO_T gmul = (FO_T)hp->grad_mul;
@@ -519,31 +455,17 @@ static void FO_NAME(span)(const fo_hparams *hp, const fo_tensor *t, int64_t b, i
 static void FO_NAME(range)(const fo_hparams *hp, const fo_tensor *t, int64_t b, int64_t e,
                            const int pass, double *red)
 {
-    const int has_tail = FO_IS_FLOAT && t->dtype == FO_DT_F32 && !t->master &&
-                         (hp->kind == FO_KIND_SGD || hp->kind == FO_KIND_ADAM);
+    static const int tails[] = {
+#define FO_TAIL_(K, name, single, uses, O1, O2, N1, N2, TAIL, ...) TAIL,
+        FO_OPTIMIZERS(FO_TAIL_)
+#undef FO_TAIL_
+    };
+    const int has_tail = FO_IS_FLOAT && t->dtype == FO_DT_F32 && !t->master && tails[hp->kind];
     const int64_t tail_start = has_tail ? t->numel - t->numel % 8 : t->numel;
     const int64_t mid = e < tail_start ? e : tail_start;
     if (b < mid)
         FO_NAME(span)(hp, t, b, mid, 0, pass, red);
     if (tail_start < e)
         FO_NAME(span)(hp, t, b > tail_start ? b : tail_start, e, 1, pass, red);
-}
-
-/* Sum of squares of the grads [b, e) of tensor t (max_grad_norm). */
-static double FO_NAME(grad_sumsq)(const fo_tensor *t, int64_t b, int64_t e)
-{
-#if FO_IS_FLOAT
-    if (t->dtype != FO_DT_F32) {
-        float buf[FO_CB];
-        double acc = 0.0;
-        for (int64_t o = b; o < e; o += FO_CB) {
-            const int64_t n = (e - o) < FO_CB ? (e - o) : FO_CB;
-            FO_NAME(widen)(buf, t->grad, t->dtype, o, n);
-            acc += FO_NAME(sumsq)(buf, n);
-        }
-        return acc;
-    }
-#endif
-    return FO_NAME(sumsq)((const FO_T *)t->grad + b, e - b);
 }
 #endif /* !FO_CORE_ONLY */

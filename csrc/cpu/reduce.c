@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "reduce.h"
+#include "convert.h"  /* bfloat16 / float16 <-> float: the loops' own conversions */
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define FO_RX86 1
@@ -39,55 +40,7 @@ enum { NK_SQ = 0, NK_ABS = 1, NK_MAX = 2, NK_MIN = 3, NK_NZ = 4, NK_POW = 5 };
 /* ---- bit helpers and portable conversions --------------------------------- */
 
 FO_RINLINE float f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-FO_RINLINE uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 FO_RINLINE double f64_from_bits(uint64_t u) { double d; memcpy(&d, &u, 8); return d; }
-
-FO_RINLINE float bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
-
-/* round-to-nearest-even, as torch; NaN -> quiet NaN 0x7FC0 (sign kept) */
-FO_RINLINE uint16_t f32_to_bf16(float f)
-{
-    uint32_t u = f32_bits(f);
-    uint32_t r = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-    uint32_t qnan = ((u >> 16) & 0x8000u) | 0x7FC0u;
-    return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? qnan : r);
-}
-
-/* IEEE binary16 -> float, exact, integer-only for normals (unaffected by
- * the FTZ/DAZ modes); subnormals go through an exact int->float product. */
-FO_RINLINE float f16_to_f32_sw(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t e = (h >> 10) & 0x1Fu, m = h & 0x3FFu;
-    uint32_t normal = sign | ((e + 112u) << 23) | (m << 13);
-    uint32_t special = sign | 0x7F800000u | (m << 13);      /* inf / NaN */
-    float sub = (float)m * 0x1p-24f;                        /* 0 and subnormals */
-    uint32_t subb = sign | f32_bits(sub);
-    return f32_from_bits(e == 0 ? subb : (e == 31 ? special : normal));
-}
-
-/* float -> IEEE binary16, round-to-nearest-even (as c10::Half and F16C
- * vcvtps2ph with _MM_FROUND_TO_NEAREST_INT); NaN -> quiet NaN. */
-FO_RINLINE uint16_t f32_to_f16_sw(float f)
-{
-    uint32_t u = f32_bits(f);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-    uint32_t a = u & 0x7FFFFFFFu;
-    if (a > 0x7F800000u) return (uint16_t)(sign | 0x7E00u | ((a >> 13) & 0x3FFu));
-    if (a >= 0x477FF000u) return (uint16_t)(sign | 0x7C00u);   /* >= 65520: inf */
-    if (a >= 0x38800000u) {                                     /* normal half */
-        uint32_t r = a - 0x38000000u;
-        r += 0xFFFu + ((r >> 13) & 1u);
-        return (uint16_t)(sign | (r >> 13));
-    }
-    uint32_t e = a >> 23;
-    if (e < 102u) return sign;                                  /* < 2^-25: 0 */
-    uint32_t m = (a & 0x7FFFFFu) | 0x800000u;
-    uint32_t s = 126u - e;                                      /* 14..24 */
-    uint32_t r = m >> s, rem = m & ((1u << s) - 1u), half = 1u << (s - 1u);
-    if (rem > half || (rem == half && (r & 1u))) r++;
-    return (uint16_t)(sign | r);
-}
 
 /* fixed pairwise combination of the 16 lanes */
 FO_RINLINE double lanes_sum(double *acc)
@@ -334,7 +287,7 @@ FO_RINLINE void RN(h2f)(const uint16_t *restrict src, float *restrict dst, int64
         _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + j))));
     for (; j < n; j++) dst[j] = _cvtsh_ss(src[j]);
 #else
-    for (; j < n; j++) dst[j] = f16_to_f32_sw(src[j]);
+    for (; j < n; j++) dst[j] = fo_f16_to_f32(src[j]);
 #endif
 }
 
@@ -347,7 +300,7 @@ FO_RINLINE void RN(f2h)(const float *restrict src, uint16_t *restrict dst, int64
                          _mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     for (; j < n; j++) dst[j] = _cvtss_sh(src[j], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 #else
-    for (; j < n; j++) dst[j] = f32_to_f16_sw(src[j]);
+    for (; j < n; j++) dst[j] = fo_f32_to_f16(src[j]);
 #endif
 }
 
@@ -434,7 +387,7 @@ static double RN(norm_block)(const fo_rtensor *t, int64_t start, int64_t len, in
             uint16_t mxb, mnb;
             FO_MINMAX_LOOP(uint16_t, x, 0x7FFFu);
             has_nan = mxb > 0x7F80u;
-            vmax = bf16_to_f32(mxb); vmin = bf16_to_f32(mnb);
+            vmax = fo_bf16_to_f32(mxb); vmin = fo_bf16_to_f32(mnb);
             break;
         }
         default: {  /* FO_DT_F16 */
@@ -442,7 +395,7 @@ static double RN(norm_block)(const fo_rtensor *t, int64_t start, int64_t len, in
             uint16_t mxb, mnb;
             FO_MINMAX_LOOP(uint16_t, x, 0x7FFFu);
             has_nan = mxb > 0x7C00u;
-            vmax = f16_to_f32_sw(mxb); vmin = f16_to_f32_sw(mnb);
+            vmax = fo_f16_to_f32(mxb); vmin = fo_f16_to_f32(mnb);
             break;
         }
         }
@@ -453,23 +406,23 @@ static double RN(norm_block)(const fo_rtensor *t, int64_t start, int64_t len, in
     switch (t->dtype) {
     case FO_DT_F32: {
         const float *restrict x = (const float *)t->ptr + start;
-#define FO_LD(j) ((double)x[j])
-        FO_SUM_KINDS(FO_LD)
-#undef FO_LD
+#define FO_RLD(j) ((double)x[j])
+        FO_SUM_KINDS(FO_RLD)
+#undef FO_RLD
         break;
     }
     case FO_DT_F64: {
         const double *restrict x = (const double *)t->ptr + start;
-#define FO_LD(j) (x[j])
-        FO_SUM_KINDS(FO_LD)
-#undef FO_LD
+#define FO_RLD(j) (x[j])
+        FO_SUM_KINDS(FO_RLD)
+#undef FO_RLD
         break;
     }
     case FO_DT_BF16: {
         const uint16_t *restrict x = (const uint16_t *)t->ptr + start;
-#define FO_LD(j) ((double)bf16_to_f32(x[j]))
-        FO_SUM_KINDS(FO_LD)
-#undef FO_LD
+#define FO_RLD(j) ((double)fo_bf16_to_f32(x[j]))
+        FO_SUM_KINDS(FO_RLD)
+#undef FO_RLD
         break;
     }
     default: {  /* FO_DT_F16: widen 64 at a time, then the float loop */
@@ -481,9 +434,9 @@ static double RN(norm_block)(const fo_rtensor *t, int64_t start, int64_t len, in
             RN(h2f)(src + c0, buf, clen);
             const float *restrict x = buf;
             int64_t len = clen;   /* the loop macros read `len` */
-#define FO_LD(j) ((double)x[j])
-            FO_SUM_KINDS(FO_LD)
-#undef FO_LD
+#define FO_RLD(j) ((double)x[j])
+            FO_SUM_KINDS(FO_RLD)
+#undef FO_RLD
         }
         break;
     }
@@ -507,7 +460,7 @@ static void RN(scale_block)(const fo_rtensor *t, int64_t start, int64_t len, dou
     }
     case FO_DT_BF16: {
         uint16_t *restrict x = (uint16_t *)t->ptr + start;
-        for (int64_t i = 0; i < len; i++) x[i] = f32_to_bf16(bf16_to_f32(x[i]) * cf);
+        for (int64_t i = 0; i < len; i++) x[i] = fo_f32_to_bf16(fo_bf16_to_f32(x[i]) * cf);
         break;
     }
     default: {  /* FO_DT_F16 */

@@ -24,14 +24,7 @@
 extern "C" {
 #endif
 
-/* One dense tensor: numel elements of dtype FO_DT_* at ptr (contiguous, or any
- * dense non-overlapping layout: the norm ignores order and the scale is
- * element-wise). fo_multi_scale writes through ptr. */
-typedef struct {
-    const void *ptr;
-    int64_t numel;
-    int32_t dtype;
-} fo_rtensor;
+/* fo_rtensor (one dense tensor of the table): kernels.h */
 
 /* Elements per partial sum (a multiple of the 16 accumulator lanes). */
 #define FO_NORM_BLOCK 4096

@@ -40,36 +40,36 @@ fo_cuda_args make_args(int64_t kind, at::ArrayRef<double> h, at::IntArrayRef f)
     for (size_t i = 0; i < h.size(); i++) hv[i] = h[i];
     for (size_t i = 0; i < f.size(); i++) fv[i] = f[i];
     fo_cuda_args a{};
-    a.kind = static_cast<int32_t>(kind);
-    a.lr = hv[0];
-    a.beta1 = hv[1];
-    a.beta2 = hv[2];
-    a.eps = hv[3];
-    a.weight_decay = hv[4];
-    a.momentum = hv[5];
-    a.dampening = hv[6];
-    a.alpha = hv[7];
-    a.lr_decay = hv[8];
-    a.momentum_decay = hv[9];
-    a.l1 = hv[10];
-    a.grad_mul = h.size() > 11 ? hv[11] : 1.0;
-    a.wd_mode = static_cast<int32_t>(fv[0]);
-    a.amsgrad = static_cast<int32_t>(fv[1]);
-    a.nesterov = static_cast<int32_t>(fv[2]);
-    a.maximize = static_cast<int32_t>(fv[3]);
+    a.hp.kind = static_cast<int32_t>(kind);
+    a.hp.lr = hv[0];
+    a.hp.beta1 = hv[1];
+    a.hp.beta2 = hv[2];
+    a.hp.eps = hv[3];
+    a.hp.weight_decay = hv[4];
+    a.hp.momentum = hv[5];
+    a.hp.dampening = hv[6];
+    a.hp.alpha = hv[7];
+    a.hp.lr_decay = hv[8];
+    a.hp.momentum_decay = hv[9];
+    a.hp.l1 = hv[10];
+    a.hp.grad_mul = h.size() > 11 ? hv[11] : 1.0;
+    a.hp.wd_mode = static_cast<int32_t>(fv[0]);
+    a.hp.amsgrad = static_cast<int32_t>(fv[1]);
+    a.hp.nesterov = static_cast<int32_t>(fv[2]);
+    a.hp.maximize = static_cast<int32_t>(fv[3]);
     a.momentum_mode = static_cast<int32_t>(fv[4]);
-    a.centered = static_cast<int32_t>(fv[5]);
-    a.bias_correction = static_cast<int32_t>(fv[6]);
+    a.hp.centered = static_cast<int32_t>(fv[5]);
+    a.hp.bias_correction = static_cast<int32_t>(fv[6]);
     return a;
 }
 
 int32_t dtype_code(at::ScalarType t)
 {
     switch (t) {
-    case at::kFloat: return FO_CUDA_F32;
-    case at::kDouble: return FO_CUDA_F64;
-    case at::kBFloat16: return FO_CUDA_BF16;
-    case at::kHalf: return FO_CUDA_F16;
+    case at::kFloat: return FO_DT_F32;
+    case at::kDouble: return FO_DT_F64;
+    case at::kBFloat16: return FO_DT_BF16;
+    case at::kHalf: return FO_DT_F16;
     default: return -1;
     }
 }
@@ -148,9 +148,9 @@ void fused_step(int64_t kind, int64_t nlists, at::TensorList tensors, at::Tensor
             TORCH_CHECK(t.device() == dev, "fusedoptim::fused_step_: lr is on ", t.device(), ", the params on ",
                         dev);
             a.lr_ptr = t.data_ptr();
-            a.lr_dtype = t.scalar_type() == at::kDouble ? FO_CUDA_F64 : FO_CUDA_F32;
+            a.lr_dtype = t.scalar_type() == at::kDouble ? FO_DT_F64 : FO_DT_F32;
         } else {
-            a.lr = t.item<double>();  // a CPU scalar: no device sync
+            a.hp.lr = t.item<double>();  // a CPU scalar: no device sync
         }
     }
     a.grad_scale = scalar_f32(grad_scale, "grad_scale", dev);

@@ -14,33 +14,20 @@
 #define FUSEDOPTIM_CUDA_FO_CUDA_H
 #include <stdint.h>
 
+#include "fusedoptim/declarations.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Optimizer kinds: the CPU backend's FO_KIND_* numbers (csrc/cpu/kernels.h).
- * The value is also the `kind` argument of the torch op fusedoptim::fused_step_.
- * Tensor lists per kind (0 param, 1 grad, then state; "step": per-tensor float32
- * step counters, advanced in place):
- *   SGD       [momentum_buffer if momentum != 0]
- *   ADAM      exp_avg, exp_avg_sq [, max_exp_avg_sq if amsgrad]; step
- *   ADAGRAD   sum; step
- *   RMSPROP   square_avg [, grad_avg if centered] [, momentum_buffer if momentum > 0]; step
- *   ADAMAX    exp_avg, exp_inf; step
- *   RADAM     exp_avg, exp_avg_sq; step
- *   ADADELTA  square_avg, acc_delta; step
- *   LION      exp_avg
- * NADAM (per-param mu_product) and LAMB (per-tensor norms between two passes)
- * are not served on CUDA yet: fo_cuda_nlists returns -1 for them. */
-enum {
-    FO_CUDA_SGD = 0, FO_CUDA_ADAM = 1, FO_CUDA_ADAGRAD = 2, FO_CUDA_RMSPROP = 3,
-    FO_CUDA_ADAMAX = 4, FO_CUDA_NADAM = 5, FO_CUDA_RADAM = 6, FO_CUDA_ADADELTA = 7,
-    FO_CUDA_LION = 8, FO_CUDA_LAMB = 9
-};
-
-/* Storage dtypes (same codes as the CPU backend's FO_DT_*). fp32 math for
- * float32/float16/bfloat16, double math for float64. */
-enum { FO_CUDA_F32 = 0, FO_CUDA_F64 = 1, FO_CUDA_BF16 = 2, FO_CUDA_F16 = 3 };
+/* Optimizer kinds and storage dtypes: the declarations' FO_KIND_* and FO_DT_*
+ * (fusedoptim/declarations.h; fp32 math for float32/float16/bfloat16, double
+ * math for float64). The kind is also the `kind` argument of the torch op
+ * fusedoptim::fused_step_. Tensor lists per kind: 0 param, 1 grad, then the
+ * state slots of its declaration that its options use, in slot order;
+ * "step": per-tensor float32 step counters, advanced in place. Kinds whose
+ * declaration has cuda = 0 (NAdam: per-param mu_product; LAMB: per-tensor
+ * norms between two passes) are not served: fo_cuda_nlists returns -1. */
 
 /* Error codes of fo_cuda_step (a message is written to `err` as well). */
 enum {
@@ -49,23 +36,16 @@ enum {
     FO_CUDA_ELAUNCH = 2    /* the CUDA runtime reported an error                */
 };
 
-/* Hyper-parameters of one step: the CPU backend's fo_hparams fields, plus the
- * device-resident scalars. */
+/* One step's arguments: the group's fo_hparams (as the CPU backend's;
+ * hp.grad_mul multiplies the grads: max_grad_norm's clip coefficient, 1 =
+ * none; maximize negates it) plus the device-resident scalars. */
 typedef struct {
-    int32_t kind;          /* FO_CUDA_*                                         */
-    int32_t dtype;         /* FO_CUDA_F32 ...                                   */
-    int32_t wd_mode;       /* FO_WD_* (fusedoptim/optim_math.h)                 */
-    int32_t amsgrad, nesterov, maximize, centered, bias_correction;
+    fo_hparams hp;
+    int32_t dtype;         /* FO_DT_*                                           */
     int32_t momentum_mode; /* SGD: FO_MOM_FIRST on the step creating buffers    */
-    int32_t lr_dtype;      /* lr_ptr's dtype: FO_CUDA_F32 or FO_CUDA_F64        */
-    double lr;             /* used when lr_ptr is NULL                          */
-    double beta1, beta2, eps, weight_decay, momentum, dampening;
-    double alpha;          /* RMSprop alpha, Adadelta rho                       */
-    double lr_decay, momentum_decay;
-    double l1;             /* L1 weight decay (proximal), 0 = off               */
-    double grad_mul;       /* grads are multiplied by it (max_grad_norm's clip
-                              coefficient; 1 = none); maximize negates it      */
-    const void *lr_ptr;    /* device scalar learning rate, or NULL              */
+    int32_t lr_dtype;      /* lr_ptr's dtype: FO_DT_F32 or FO_DT_F64            */
+    int32_t pad_;
+    const void *lr_ptr;    /* device scalar learning rate, or NULL (hp.lr)      */
     const float *grad_scale; /* device scalar: grads are divided by it (and the
                                 unscaled grads written back), or NULL           */
     const float *found_inf;  /* device scalar: when != 0 the step changes

@@ -54,10 +54,14 @@ template <typename M> struct Spec;
 template <> struct Spec<float> {
     typedef fo_scalars_f32_cuda S;
     static __device__ __forceinline__ float prox_l1(float w, float thr) { return fo_prox_l1_f32_cuda(w, thr); }
+    static __device__ void common(S *s, const fo_hparams *hp, double lr) { fo_common_scalars_f32_cuda(s, hp, lr); }
+    static __device__ void round_step(S *s, int k, const fo_step_scalars *d) { fo_round_step_f32_cuda(s, k, d); }
 };
 template <> struct Spec<double> {
     typedef fo_scalars_f64_cuda S;
     static __device__ __forceinline__ double prox_l1(double w, double thr) { return fo_prox_l1_f64_cuda(w, thr); }
+    static __device__ void common(S *s, const fo_hparams *hp, double lr) { fo_common_scalars_f64_cuda(s, hp, lr); }
+    static __device__ void round_step(S *s, int k, const fo_step_scalars *d) { fo_round_step_f64_cuda(s, k, d); }
 };
 
 /* elem_<name><M>(...) forwards to the spec's fo_<name>_elem for math type M. */
@@ -90,31 +94,18 @@ struct StepScalars {
     int wd, o1, o2;
 };
 
+/* The spec's scalars for kind `kind` at step t (both in double, rounded
+ * once: fo_common_scalars and fo_<name>_scalars, shared with the CPU). */
 template <typename M>
-__device__ void fill_common(const fo_cuda_args &a, double lr, StepScalars<M> &o)
+__device__ void fill_common(const fo_cuda_args &a, double lr, double t, StepScalars<M> &o)
 {
-    typename Spec<M>::S &s = o.s;
-    s.weight_decay = static_cast<M>(a.weight_decay);
-    s.decay = static_cast<M>(1.0 - lr * a.weight_decay);
-    s.l1_thr = static_cast<M>(lr * a.l1);
-    s.neg_lr = static_cast<M>(-lr);
-    s.w1 = static_cast<M>(1.0 - a.beta1);
-    s.w1_minus_1 = s.w1 - M(1);
-    s.one_minus_w1 = M(1) - s.w1;
-    s.beta1 = static_cast<M>(a.beta1);
-    s.beta2 = static_cast<M>(a.beta2);
-    s.one_minus_beta2 = static_cast<M>(1.0 - a.beta2);
-    s.eps = static_cast<M>(a.eps);
-    s.momentum = static_cast<M>(a.momentum);
-    s.one_minus_damp = static_cast<M>(1.0 - a.dampening);
-    s.alpha = static_cast<M>(a.alpha);
-    s.one_minus_alpha = static_cast<M>(1.0 - a.alpha);
-    s.wa = static_cast<M>(1.0 - a.alpha);
-    s.wa_minus_1 = s.wa - M(1);
-    s.one_minus_wa = M(1) - s.wa;
-    s.c0 = s.c1 = s.c2 = s.c3 = M(0);
-    o.gmul = static_cast<M>(a.maximize ? -a.grad_mul : a.grad_mul);
-    o.wd = a.weight_decay == 0.0 ? FO_WD_NONE : a.wd_mode;
+    fo_hparams hp = a.hp;
+    hp.lr = lr;
+    Spec<M>::common(&o.s, &hp, lr);
+    const fo_step_scalars d = fo_step_scalars_of(hp.kind, t, &hp);
+    Spec<M>::round_step(&o.s, hp.kind, &d);
+    o.gmul = static_cast<M>(a.hp.maximize ? -a.hp.grad_mul : a.hp.grad_mul);
+    o.wd = a.hp.weight_decay == 0.0 ? FO_WD_NONE : a.hp.wd_mode;
     o.o1 = o.o2 = 0;
 }
 
@@ -128,7 +119,7 @@ __device__ void fill_common(const fo_cuda_args &a, double lr, StepScalars<M> &o)
     static __device__ void prepare(const fo_cuda_args &a, double lr, double step,     \
                                    Scalars<M> &o)                                     \
     {                                                                                 \
-        fill_common<M>(a, lr, o);                                                     \
+        fill_common<M>(a, lr, step, o);                                               \
         set<M>(a, lr, step, o);                                                       \
     }                                                                                 \
     template <typename M>                                                             \
@@ -148,29 +139,26 @@ struct SgdOp {
     static __device__ void set(const fo_cuda_args &a, double, double, StepScalars<M> &o)
     {
         o.o1 = Mom ? (a.momentum_mode == FO_MOM_FIRST ? FO_MOM_FIRST : FO_MOM_UPDATE) : FO_MOM_NONE;
-        o.o2 = Mom && a.nesterov;
+        o.o2 = Mom && a.hp.nesterov;
     }
     template <typename M>
     static __device__ __forceinline__ void update(M (&r)[kLists], M g, const StepScalars<M> &o)
     {
         M dummy = M(0);
-        elem_sgd<M>(&r[0], Mom ? &r[kLists - 1] : &dummy, g, &o.s, o.wd, o.o1, o.o2, 0);
+        elem_sgd<M>(&r[0], Mom ? &r[kLists - 1] : &dummy, &dummy, &dummy, g, &o.s, o.wd, o.o1, o.o2, 0);
     }
     FO_CUDA_FUNCTOR_COMMON
 };
 
-/* Adam / AdamW: param, grad, exp_avg, exp_avg_sq [, max_exp_avg_sq]; step.
- * c0 = -lr / (1 - beta1^t), c1 = sqrt(1 - beta2^t). */
+/* Adam / AdamW: param, grad, exp_avg, exp_avg_sq [, max_exp_avg_sq]; step. */
 template <bool Ams>
 struct AdamOp {
     static constexpr int kLists = Ams ? 5 : 4;
     static constexpr bool kStep = true;
     static constexpr unsigned kWrite = Ams ? 0x1du : 0xdu;
     template <typename M>
-    static __device__ void set(const fo_cuda_args &a, double lr, double t, StepScalars<M> &o)
+    static __device__ void set(const fo_cuda_args &, double, double, StepScalars<M> &o)
     {
-        o.s.c0 = static_cast<M>(-(lr / (1.0 - pow(a.beta1, t))));
-        o.s.c1 = static_cast<M>(sqrt(1.0 - pow(a.beta2, t)));
         o.o1 = Ams;
     }
     template <typename M>
@@ -178,25 +166,25 @@ struct AdamOp {
     {
         M dummy = M(0);
         elem_adam<M>(&r[0], &r[2], &r[3], Ams ? &r[kLists - 1] : &dummy, g, &o.s, o.wd,
-                     static_cast<int>(Ams), 0);
+                     static_cast<int>(Ams), 0, 0);
     }
     FO_CUDA_FUNCTOR_COMMON
 };
 
-/* Adagrad: param, grad, sum; step. c0 = lr / (1 + (t-1) * lr_decay). */
+/* Adagrad: param, grad, sum; step. */
 struct AdagradOp {
     static constexpr int kLists = 3;
     static constexpr bool kStep = true;
     static constexpr unsigned kWrite = 0x5u;
     template <typename M>
-    static __device__ void set(const fo_cuda_args &a, double lr, double t, StepScalars<M> &o)
+    static __device__ void set(const fo_cuda_args &, double, double, StepScalars<M> &)
     {
-        o.s.c0 = static_cast<M>(lr / (1.0 + (t - 1.0) * a.lr_decay));
     }
     template <typename M>
     static __device__ __forceinline__ void update(M (&r)[kLists], M g, const StepScalars<M> &o)
     {
-        elem_adagrad<M>(&r[0], &r[2], g, &o.s, o.wd);
+        M d = M(0);
+        elem_adagrad<M>(&r[0], &r[2], &d, &d, g, &o.s, o.wd, 0, 0, 0);
     }
     FO_CUDA_FUNCTOR_COMMON
 };
@@ -218,57 +206,44 @@ struct RmspropOp {
     {
         M d1 = M(0), d2 = M(0);
         elem_rmsprop<M>(&r[0], &r[2], Centered ? &r[3] : &d1, Mom ? &r[kLists - 1] : &d2, g, &o.s,
-                        o.wd, static_cast<int>(Centered), static_cast<int>(Mom));
+                        o.wd, static_cast<int>(Centered), static_cast<int>(Mom), 0);
     }
     FO_CUDA_FUNCTOR_COMMON
 };
 
-/* Adamax: param, grad, exp_avg, exp_inf; step. c0 = -lr / (1 - beta1^t). */
+/* Adamax: param, grad, exp_avg, exp_inf; step. */
 struct AdamaxOp {
     static constexpr int kLists = 4;
     static constexpr bool kStep = true;
     static constexpr unsigned kWrite = 0xdu;
     template <typename M>
-    static __device__ void set(const fo_cuda_args &a, double lr, double t, StepScalars<M> &o)
+    static __device__ void set(const fo_cuda_args &, double, double, StepScalars<M> &)
     {
-        o.s.c0 = static_cast<M>(-(lr / (1.0 - pow(a.beta1, t))));
     }
     template <typename M>
     static __device__ __forceinline__ void update(M (&r)[kLists], M g, const StepScalars<M> &o)
     {
-        elem_adamax<M>(&r[0], &r[2], &r[3], g, &o.s, o.wd);
+        M d = M(0);
+        elem_adamax<M>(&r[0], &r[2], &r[3], &d, g, &o.s, o.wd, 0, 0, 0);
     }
     FO_CUDA_FUNCTOR_COMMON
 };
 
-/* RAdam: param, grad, exp_avg, exp_avg_sq; step. As the CPU pre-pass:
- * c0 = 1 - beta1^t, c1 = lr, c2 = sqrt(1 - beta2^t), c3 = rectification,
- * o1 = rectified (rho_t > 5). */
+/* RAdam: param, grad, exp_avg, exp_avg_sq; step. o1 = rectified (rho_t > 5). */
 struct RadamOp {
     static constexpr int kLists = 4;
     static constexpr bool kStep = true;
     static constexpr unsigned kWrite = 0xdu;
     template <typename M>
-    static __device__ void set(const fo_cuda_args &a, double lr, double t, StepScalars<M> &o)
+    static __device__ void set(const fo_cuda_args &, double, double, StepScalars<M> &o)
     {
-        const double bc1 = 1.0 - pow(a.beta1, t), bc2 = 1.0 - pow(a.beta2, t);
-        const double rho_inf = 2.0 / (1.0 - a.beta2) - 1.0;
-        const double rho_t = rho_inf - 2.0 * t * pow(a.beta2, t) / bc2;
-        o.s.c0 = static_cast<M>(bc1);
-        o.s.c1 = static_cast<M>(lr);
-        o.s.c2 = static_cast<M>(sqrt(bc2));
-        o.s.c3 = M(0);
-        o.o1 = 0;
-        if (rho_t > 5.0) {
-            o.o1 = 1;
-            o.s.c3 = static_cast<M>(sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
-                                         ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)));
-        }
+        o.o1 = o.s.step.radam.rectified != M(0);  /* (fo_radam_scalars) */
     }
     template <typename M>
     static __device__ __forceinline__ void update(M (&r)[kLists], M g, const StepScalars<M> &o)
     {
-        elem_radam<M>(&r[0], &r[2], &r[3], g, &o.s, o.wd, o.o1);
+        M d = M(0);
+        elem_radam<M>(&r[0], &r[2], &r[3], &d, g, &o.s, o.wd, o.o1, 0, 0);
     }
     FO_CUDA_FUNCTOR_COMMON
 };
@@ -285,7 +260,8 @@ struct AdadeltaOp {
     template <typename M>
     static __device__ __forceinline__ void update(M (&r)[kLists], M g, const StepScalars<M> &o)
     {
-        elem_adadelta<M>(&r[0], &r[2], &r[3], g, &o.s, o.wd);
+        M d = M(0);
+        elem_adadelta<M>(&r[0], &r[2], &r[3], &d, g, &o.s, o.wd, 0, 0, 0);
     }
     FO_CUDA_FUNCTOR_COMMON
 };
@@ -302,7 +278,8 @@ struct LionOp {
     template <typename M>
     static __device__ __forceinline__ void update(M (&r)[kLists], M g, const StepScalars<M> &o)
     {
-        elem_lion<M>(&r[0], &r[2], g, &o.s, o.wd);
+        M d = M(0);
+        elem_lion<M>(&r[0], &r[2], &d, &d, g, &o.s, o.wd, 0, 0, 0);
     }
     FO_CUDA_FUNCTOR_COMMON
 };
@@ -313,13 +290,13 @@ static int run_dtype(const fo_cuda_args &a, int32_t n, void *const *lists, float
                      const int64_t *numel, cudaStream_t s, char *err, int32_t errlen)
 {
     switch (a.dtype) {
-    case FO_CUDA_F32:
+    case FO_DT_F32:
         return multi_tensor_apply<float, Op>(a, n, lists, steps, numel, s, err, errlen);
-    case FO_CUDA_F64:
+    case FO_DT_F64:
         return multi_tensor_apply<double, Op>(a, n, lists, steps, numel, s, err, errlen);
-    case FO_CUDA_F16:
+    case FO_DT_F16:
         return multi_tensor_apply<__half, Op>(a, n, lists, steps, numel, s, err, errlen);
-    case FO_CUDA_BF16:
+    case FO_DT_BF16:
         return multi_tensor_apply<__nv_bfloat16, Op>(a, n, lists, steps, numel, s, err, errlen);
     default:
         snprintf(err, errlen, "fusedoptim CUDA: unknown dtype code %d", a.dtype);
@@ -331,20 +308,20 @@ static int run_dtype(const fo_cuda_args &a, int32_t n, void *const *lists, float
 template <typename F>
 static int with_op(const fo_cuda_args &a, F &&f)
 {
-    const bool mom = a.momentum != 0.0;
-    switch (a.kind) {
-    case FO_CUDA_SGD: return mom ? f.template run<SgdOp<true>>() : f.template run<SgdOp<false>>();
-    case FO_CUDA_ADAM: return a.amsgrad ? f.template run<AdamOp<true>>() : f.template run<AdamOp<false>>();
-    case FO_CUDA_ADAGRAD: return f.template run<AdagradOp>();
-    case FO_CUDA_RMSPROP: {
-        const bool m = a.momentum > 0.0;
-        if (a.centered) return m ? f.template run<RmspropOp<true, true>>() : f.template run<RmspropOp<true, false>>();
+    const bool mom = a.hp.momentum != 0.0;
+    switch (a.hp.kind) {
+    case FO_KIND_SGD: return mom ? f.template run<SgdOp<true>>() : f.template run<SgdOp<false>>();
+    case FO_KIND_ADAM: return a.hp.amsgrad ? f.template run<AdamOp<true>>() : f.template run<AdamOp<false>>();
+    case FO_KIND_ADAGRAD: return f.template run<AdagradOp>();
+    case FO_KIND_RMSPROP: {
+        const bool m = a.hp.momentum > 0.0;
+        if (a.hp.centered) return m ? f.template run<RmspropOp<true, true>>() : f.template run<RmspropOp<true, false>>();
         return m ? f.template run<RmspropOp<false, true>>() : f.template run<RmspropOp<false, false>>();
     }
-    case FO_CUDA_ADAMAX: return f.template run<AdamaxOp>();
-    case FO_CUDA_RADAM: return f.template run<RadamOp>();
-    case FO_CUDA_ADADELTA: return f.template run<AdadeltaOp>();
-    case FO_CUDA_LION: return f.template run<LionOp>();
+    case FO_KIND_ADAMAX: return f.template run<AdamaxOp>();
+    case FO_KIND_RADAM: return f.template run<RadamOp>();
+    case FO_KIND_ADADELTA: return f.template run<AdadeltaOp>();
+    case FO_KIND_LION: return f.template run<LionOp>();
     default: return f.unknown();
     }
 }
@@ -373,7 +350,7 @@ struct Launch {
     template <typename Op> int run() { return run_dtype<Op>(a, n, lists, steps, numel, s, err, errlen); }
     int unknown()
     {
-        snprintf(err, errlen, "fusedoptim CUDA: optimizer kind %d is not served on CUDA", a.kind);
+        snprintf(err, errlen, "fusedoptim CUDA: optimizer kind %d is not served on CUDA", a.hp.kind);
         return FO_CUDA_EARG;
     }
 };
@@ -393,19 +370,19 @@ extern "C" int fo_cuda_step(const fo_cuda_args *a, int32_t n, void *const *lists
 {
     const int want = fo_cuda_nlists(a);
     if (want < 0) {
-        snprintf(err, errlen, "fusedoptim CUDA: optimizer kind %d is not served on CUDA", a->kind);
+        snprintf(err, errlen, "fusedoptim CUDA: optimizer kind %d is not served on CUDA", a->hp.kind);
         return FO_CUDA_EARG;
     }
     if (nlists != want) {
         snprintf(err, errlen, "fusedoptim CUDA: kind %d with these flags takes %d tensor lists, got %d",
-                 a->kind, want, nlists);
+                 a->hp.kind, want, nlists);
         return FO_CUDA_EARG;
     }
     if (fo_cuda_uses_step(a) == 1 && n > 0 && steps == nullptr) {
-        snprintf(err, errlen, "fusedoptim CUDA: kind %d needs step counters", a->kind);
+        snprintf(err, errlen, "fusedoptim CUDA: kind %d needs step counters", a->hp.kind);
         return FO_CUDA_EARG;
     }
-    if (a->kind == FO_CUDA_SGD && a->momentum != 0.0 && a->momentum_mode != FO_MOM_FIRST &&
+    if (a->hp.kind == FO_KIND_SGD && a->hp.momentum != 0.0 && a->momentum_mode != FO_MOM_FIRST &&
         a->momentum_mode != FO_MOM_UPDATE) {
         snprintf(err, errlen, "fusedoptim CUDA: SGD with momentum needs momentum_mode FIRST or UPDATE");
         return FO_CUDA_EARG;

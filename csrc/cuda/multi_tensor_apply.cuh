@@ -86,8 +86,8 @@ struct alignas(sizeof(T) * kILP) Vec { T v[kILP]; };
 __device__ __forceinline__ double read_lr(const fo_cuda_args &a)
 {
     if (a.lr_ptr == nullptr)
-        return a.lr;
-    return a.lr_dtype == FO_CUDA_F64 ? *static_cast<const double *>(a.lr_ptr)
+        return a.hp.lr;
+    return a.lr_dtype == FO_DT_F64 ? *static_cast<const double *>(a.lr_ptr)
                                      : static_cast<double>(*static_cast<const float *>(a.lr_ptr));
 }
 

@@ -21,7 +21,8 @@
 #endif
 #endif
 
-enum { FO_MOM_NONE = 0, FO_MOM_FIRST = 1, FO_MOM_UPDATE = 2 };
-enum { FO_WD_NONE = 0, FO_WD_COUPLED = 1, FO_WD_DECOUPLED = 2 };
+/* the optimizers' declarations and the shared constants (FO_WD_*, FO_MOM_*,
+ * FO_DT_*, FO_KIND_*) and fo_hparams */
+#include "fusedoptim/declarations.h"
 
 #endif

@@ -77,16 +77,13 @@ cdef extern from "kernels.h" nogil:
         FO_DT_F64
         FO_DT_BF16
         FO_DT_F16
-        FO_KIND_SGD
-        FO_KIND_ADAM
-        FO_KIND_ADAGRAD
-        FO_KIND_RMSPROP
-        FO_KIND_ADAMAX
-        FO_KIND_NADAM
-        FO_KIND_RADAM
-        FO_KIND_ADADELTA
-        FO_KIND_LION
-        FO_KIND_LAMB
+        FO_NUM_KINDS
+        FO_WD_NONE
+        FO_WD_COUPLED
+        FO_WD_DECOUPLED
+        FO_MOM_NONE
+        FO_MOM_FIRST
+        FO_MOM_UPDATE
         FO_ISA_BASELINE
         FO_ISA_AVX2
         FO_ISA_AVX512
@@ -106,10 +103,8 @@ cdef extern from "kernels.h" nogil:
         int32_t step_f64
         int32_t aux_f64
         int32_t first
-        int32_t flag
         int32_t sr
         int32_t index
-        double sc[4]
     ctypedef struct fo_hparams:
         int32_t kind
         int32_t wd_mode
@@ -124,6 +119,10 @@ cdef extern from "kernels.h" nogil:
         const float *found_inf
         uint64_t seed
         double grad_norm
+    ctypedef struct fo_rtensor:
+        const void *ptr
+        int64_t numel
+        int32_t dtype
     ctypedef struct fo_group:
         fo_hparams hp
         int64_t n
@@ -131,6 +130,8 @@ cdef extern from "kernels.h" nogil:
         int64_t *unit_off
         int64_t *blk_off
         double *partial
+        fo_rtensor *norm_t
+        void *norm_scratch
     ctypedef void (*fo_parallel_fn)(int64_t, int64_t, void *)
     ctypedef int32_t (*fo_parallel_for_t)(int64_t, int64_t, int64_t, fo_parallel_fn, void *)
     void fo_set_parallel_for(fo_parallel_for_t fn)
@@ -144,19 +145,40 @@ cdef extern from "kernels.h" nogil:
     int64_t fo_group_finalize(fo_group *g)
     int fo_group_step(fo_group *g)
     void fo_roofline(float **rw, int nrw, float **ro, int nro, int64_t n)
+    ctypedef struct fo_optimizer_decl:
+        int32_t kind
+        const char *name
+        const char *keys
+        const char *hparams
+        int32_t cuda
+    const fo_optimizer_decl fo_optimizers[]
 
 ISA_NAMES = {"baseline": FO_ISA_BASELINE, "avx2": FO_ISA_AVX2, "avx512": FO_ISA_AVX512}
-KIND_SGD = FO_KIND_SGD
-KIND_ADAM = FO_KIND_ADAM
-KIND_ADAGRAD = FO_KIND_ADAGRAD
-KIND_RMSPROP = FO_KIND_RMSPROP
-KIND_ADAMAX = FO_KIND_ADAMAX
-KIND_NADAM = FO_KIND_NADAM
-KIND_RADAM = FO_KIND_RADAM
-KIND_ADADELTA = FO_KIND_ADADELTA
-KIND_LION = FO_KIND_LION
-KIND_LAMB = FO_KIND_LAMB
 UNIT = FO_UNIT
+# the shared constants (csrc/fusedoptim/declarations.h)
+DT_F32, DT_F64, DT_BF16, DT_F16 = FO_DT_F32, FO_DT_F64, FO_DT_BF16, FO_DT_F16
+WD_NONE, WD_COUPLED, WD_DECOUPLED = FO_WD_NONE, FO_WD_COUPLED, FO_WD_DECOUPLED
+MOM_NONE, MOM_FIRST, MOM_UPDATE = FO_MOM_NONE, FO_MOM_FIRST, FO_MOM_UPDATE
+
+
+def _declarations():
+    """The optimizers' declarations (csrc/fusedoptim/declarations.h), by
+    name: {"kind", "name", "keys", "hparams", "cuda"}, strings as declared
+    (parsed by fusedoptim._base)."""
+    cdef int i
+    out = {}
+    for i in range(FO_NUM_KINDS):
+        d = &fo_optimizers[i]
+        name = (<bytes>d.name).decode()
+        out[name] = dict(kind=d.kind, name=name, keys=(<bytes>d.keys).decode(),
+                         hparams=(<bytes>d.hparams).decode(), cuda=bool(d.cuda))
+    return out
+
+
+#: every optimizer's declaration, by its C name ("adam", "sgd", ...)
+OPTIMIZERS = _declarations()
+for _name, _d in OPTIMIZERS.items():
+    globals()["KIND_" + _name.upper()] = _d["kind"]
 
 # ---------------------------------------------------------------- ISA / pool --
 
@@ -425,8 +447,13 @@ cdef dict _DT = {}
 def _init_dtypes(torch):
     global _F64, _DT
     _F64 = torch.float64
-    _DT = {torch.float32: FO_DT_F32, torch.float64: FO_DT_F64,
-           torch.bfloat16: FO_DT_BF16, torch.float16: FO_DT_F16}
+    _DT = dtype_codes(torch)
+
+
+def dtype_codes(torch):
+    """torch dtype -> the kernels' storage code (FO_DT_*)."""
+    return {torch.float32: FO_DT_F32, torch.float64: FO_DT_F64,
+            torch.bfloat16: FO_DT_BF16, torch.float16: FO_DT_F16}
 
 cdef int32_t _dt_code(dt) except -1:
     cdef object c = _DT.get(dt)
@@ -476,10 +503,12 @@ cdef class Plan:
         self.g.unit_off = <int64_t *>calloc(na + 2, sizeof(int64_t))
         self.g.blk_off = <int64_t *>calloc(na + 2, sizeof(int64_t))
         self.g.partial = NULL
+        self.g.norm_t = <fo_rtensor *>calloc(na + 1, sizeof(fo_rtensor))
+        self.g.norm_scratch = NULL
         self.sref = <StateRef *>calloc(na + 1, sizeof(StateRef))
         self.held = <PyObject **>calloc(na + 1, sizeof(PyObject *))
         self.pmeta = <PMeta *>calloc(na + 1, sizeof(PMeta))
-        if self.held == NULL or self.pmeta == NULL or self.slot == NULL or self.g.t == NULL or self.g.unit_off == NULL or self.sref == NULL or self.g.blk_off == NULL:
+        if self.held == NULL or self.g.norm_t == NULL or self.pmeta == NULL or self.slot == NULL or self.g.t == NULL or self.g.unit_off == NULL or self.sref == NULL or self.g.blk_off == NULL:
             raise MemoryError()
         self.g.n = 0
 
@@ -501,6 +530,8 @@ cdef class Plan:
         free(self.g.unit_off)
         free(self.g.blk_off)
         free(self.g.partial)
+        free(self.g.norm_t)
+        free(self.g.norm_scratch)
 
     def mark(self, Py_ssize_t j, int32_t how):
         """Entry j of params_all: -2 = no grad, -1 = served by the fallback."""
@@ -530,7 +561,6 @@ cdef class Plan:
         t.first = first
         t.sr = sr
         t.index = <int32_t>i
-        t.flag = 0
         if len(state_ref) > 9:
             raise ValueError("at most 8 state tensors per param")
         cdef StateRef *r = &self.sref[i]
@@ -588,7 +618,9 @@ cdef class Plan:
         cdef int64_t blocks = fo_group_finalize(&self.g)
         free(self.g.partial)
         self.g.partial = <double *>calloc(2 * blocks + 2, sizeof(double))
-        if self.g.partial == NULL:
+        free(self.g.norm_scratch)
+        self.g.norm_scratch = calloc(fo_norm_scratch_size(self.g.norm_t, self.g.n) + 8, 1)
+        if self.g.partial == NULL or self.g.norm_scratch == NULL:
             raise MemoryError()
 
     def set_hparams(self, int wd_mode, bint amsgrad, bint nesterov, bint maximize, double lr,

@@ -3,7 +3,7 @@
     import fusedoptim as optim      # instead of: import torch.optim as optim
 
 Every name of torch.optim is importable from here. SGD, Adam, AdamW, Adagrad,
-RMSprop, Adamax, NAdam, RAdam, Adadelta, and Lion and LAMB (which torch lacks)
+RMSprop, Adamax, NAdam, RAdam, Adadelta, and Lion, LAMB and ADOPT (which torch lacks)
 run on fused CPU kernels: one native call per parameter group per step, on
 torch's thread pool, bit-identical to torch's fused CPU kernels in float32
 where torch has one (SGD, Adam, AdamW, Adagrad). SparseAdam, LBFGS and ASGD
@@ -18,7 +18,10 @@ from torch.optim import Optimizer  # noqa: F401
 from . import _backend  # wires the C extension to torch at import
 from ._config import show_config
 from ._version import __version__
-from .optimizers import LAMB, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, RAdam, RMSprop
+from .optimizers import ALL as _ALL
+from .optimizers import ADOPT, LAMB, SGD, Adadelta, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, RAdam, RMSprop  # noqa: F401
+
+globals().update({_cls.__name__: _cls for _cls in _ALL})  # every fused optimizer, by its name
 
 # `from torch.optim import *` bound `lr_scheduler` to torch's module; replace it
 # with fusedoptim's own (a superset with identical behaviour for torch's names).
@@ -35,8 +38,8 @@ select_isa = _backend.select_isa
 
 __all__ = sorted(
     set(getattr(_torch_optim, "__all__", []))
-    | {"SGD", "Adam", "AdamW", "Adagrad", "RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta", "Lion",
-       "LAMB", "Optimizer", "lr_scheduler", "show_config", "select_isa", "__version__",
+    | {_cls.__name__ for _cls in _ALL}
+    | {"Optimizer", "lr_scheduler", "show_config", "select_isa", "__version__",
        "EarlyStopping", "lr_range_test", "param_groups", "scale_lr", "clip_grad_norm_",
        "clip_grads_with_norm_", "get_total_norm", "create_optimizer"}
 )

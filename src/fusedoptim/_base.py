@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
+from typing import NamedTuple
 
 import torch
 from torch.optim.optimizer import _use_grad_for_differentiable
@@ -18,7 +20,47 @@ from ._validate import check_grad, check_param_dtype, check_state_dict, is_dense
 _NATIVE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _LOW = (torch.bfloat16, torch.float16)
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
-_WD_NONE, _WD_COUPLED, _WD_DECOUPLED = 0, 1, 2
+_WD_NONE, _WD_COUPLED, _WD_DECOUPLED = _C.WD_NONE, _C.WD_COUPLED, _C.WD_DECOUPLED
+
+
+class StateKey(NamedTuple):
+    """One per-param state entry of an optimizer's declaration."""
+    name: str
+    slot: int | None   # the kernel's state slot (0..2), None for a scalar
+    cond: str | None   # present only while the group's option `cond` is true
+    fill: str | None   # initial value: a group option's name or a number
+    lazy: bool         # written from the grad by the first step (not filled)
+
+
+class Declaration(NamedTuple):
+    """An optimizer's declaration as the compiled module holds it
+    (csrc/fusedoptim/declarations.h), parsed."""
+    kind: int
+    name: str
+    keys: tuple
+    hparams: tuple      # (kernel field, group option) pairs; "betas" -> beta1, beta2
+    cuda: bool
+
+
+_KEY = re.compile(r"^(\w+)(?:@(\d))?(?:\?(\w+))?(?:=([\w.]+))?(~)?$")
+
+
+def declaration(name: str) -> Declaration:
+    """The parsed declaration of the optimizer `name` (its C name: "adam")."""
+    d = _C.OPTIMIZERS[name]
+    keys = []
+    for tok in d["keys"].split():
+        m = _KEY.match(tok)
+        if m is None:  # pragma: no cover - a malformed declaration is a build bug
+            raise RuntimeError(f"fusedoptim: bad state key {tok!r} in the declaration of {name}")
+        k, slot, cond, fill, lazy = m.groups()
+        keys.append(StateKey(k, None if slot is None else int(slot), cond, fill, bool(lazy)))
+    hps = tuple(tuple(t.split("=", 1)) if "=" in t else (t, t) for t in d["hparams"].split())
+    return Declaration(d["kind"], name, tuple(keys), hps, d["cuda"])
+
+
+def _on(group, key: StateKey) -> bool:
+    return key.cond is None or bool(group.get(key.cond))
 
 #: Options fusedoptim adds to every optimizer (keyword-only; stored in each
 #: param group like torch's own options, so they can differ per group).
@@ -104,16 +146,17 @@ class FusedOptimizerMixin:
     """Mixed in before a torch.optim class: keeps its constructor, validation,
     defaults, state_dict and hooks; replaces `step` with the fused kernels.
 
-    Each optimizer declares:
+    Each optimizer names its declaration (`_fo_decl = declaration("adam")`,
+    csrc/fusedoptim/declarations.h), from which everything below is read:
       _fo_kind                  its kernel (_C.KIND_*)
       _fo_slots(group)          the state arrays the kernel reads, (s0, s1, s2)
                                 state keys or None
       _fo_order(group)          every state key in torch's creation order
-                                ("step" and "mu_product" are scalars)
-      _fo_fill(group, key)      initial value of a state array (default 0)
+      _fo_fill(group, key)      initial value of a state entry (default 0)
       _fo_hparams(group)        keyword arguments of Plan.set_hparams
     """
 
+    _fo_decl: Declaration = None
     _fo_kind: int = -1
     _fo_sparse_ok = False  # SGD, Adagrad serve sparse grads through torch's path
     _fo_torch_decoupled = True  # torch's class has decoupled_weight_decay itself
@@ -158,18 +201,54 @@ class FusedOptimizerMixin:
                 group.setdefault(k, v)
         self.__dict__.pop("_fo_plans", None)
 
-    # -- what each optimizer defines -------------------------------------------------
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.__dict__.get("_fo_decl") is not None:
+            cls._fo_kind = cls._fo_decl.kind
+
+    # -- read from the declaration ---------------------------------------------------
     def _fo_slots(self, group):
-        raise NotImplementedError
+        out = [None, None, None]
+        for k in self._fo_decl.keys:
+            if k.slot is not None and _on(group, k):
+                out[k.slot] = k.name
+        return tuple(out)
 
     def _fo_order(self, group):
-        raise NotImplementedError
+        return tuple(k.name for k in self._fo_decl.keys if _on(group, k))
 
     def _fo_fill(self, group, key) -> float:
+        for k in self._fo_decl.keys:
+            if k.name == key and k.fill is not None:
+                return float(group[k.fill]) if k.fill in group else float(k.fill)
         return 0.0
 
+    def _fo_new_state(self, group, p, key, dtype):
+        """A new state entry `key` (not the step) for p, as torch creates it:
+        a float32 scalar, an array filled with its declared value in p's
+        layout, or (written by the first step from the grad) left empty."""
+        if all(k.name != key or k.slot is None for k in self._fo_decl.keys):
+            return torch.tensor(self._fo_fill(group, key), dtype=torch.float32)  # NAdam's mu_product
+        if self._fo_lazy(key):
+            return torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format)
+        return torch.full_like(p, self._fo_fill(group, key), dtype=dtype, memory_format=torch.preserve_format)
+
+    def _fo_lazy(self, key) -> bool:
+        return any(k.name == key and k.lazy for k in self._fo_decl.keys)
+
     def _fo_hparams(self, group) -> dict:
-        raise NotImplementedError
+        d = dict(
+            wd_mode=self._fo_wd_mode(group), amsgrad=False, nesterov=False,
+            maximize=bool(group.get("maximize", False)), lr=float(group["lr"]), beta1=0.0, beta2=0.0,
+            eps=0.0, weight_decay=group["weight_decay"], momentum=0.0, dampening=0.0,
+        )
+        for field, opt in self._fo_decl.hparams:
+            if field == "betas":
+                b1, b2 = group["betas"]
+                d.update(beta1=float(b1), beta2=float(b2))  # (tensor betas: their value)
+            else:
+                d[field] = group[opt]
+        return d
 
     # -- shared ----------------------------------------------------------------------
     def _fo_check_state_dtype(self, group) -> None:
@@ -202,9 +281,12 @@ class FusedOptimizerMixin:
         )
 
     def _fo_state_keys(self, group):
-        """(required, optional) per-param state keys, for load_state_dict checks."""
-        req = tuple(k for k in self._fo_order(group) if k is not None)
-        return req, ("master_param",)
+        """(required, optional) per-param state keys, for load_state_dict checks:
+        a key written by the first step, or whose option is off, is optional."""
+        keys = self._fo_decl.keys
+        req = tuple(k.name for k in keys if _on(group, k) and not k.lazy)
+        opt = tuple(k.name for k in keys if k.lazy or not _on(group, k))
+        return req, opt + ("master_param",)
 
     def _fo_native_group(self, group) -> bool:
         return not group.get("differentiable", False) and not group.get("capturable", False)
@@ -251,6 +333,7 @@ class FusedOptimizerMixin:
             return None, None, None, None, False, (), None, None  # torch keeps no state here
         state = self.state[p]
         slots = self._fo_slots(group)
+        scalars = [k.name for k in self._fo_decl.keys if k.slot is None and k.name != "step"]
         sdt = self._fo_state_dtype(group, p, state, slots)
         first = False
         if len(state) == 0 and group.get("fused") and p.dtype != torch.float64:
@@ -261,15 +344,9 @@ class FusedOptimizerMixin:
                 continue
             if key == "step":
                 state["step"] = init_step(group, p)
-            elif key == "mu_product":
-                state["mu_product"] = torch.tensor(1.0, dtype=torch.float32)
-            elif key == "momentum_buffer" and self._fo_kind == _C.KIND_SGD:
-                first = True  # torch: the first buffer is the grad itself
-                state[key] = torch.empty_like(p, dtype=sdt, memory_format=torch.preserve_format)
             else:
-                state[key] = torch.full_like(
-                    p, self._fo_fill(group, key), dtype=sdt, memory_format=torch.preserve_format
-                )
+                first = first or self._fo_lazy(key)  # torch: the first buffer is the grad itself
+                state[key] = self._fo_new_state(group, p, key, sdt)
         refs = []
         arrays = []
         fresh = "step" in state and torch.is_tensor(state["step"]) and float(state["step"]) == 0
@@ -284,11 +361,10 @@ class FusedOptimizerMixin:
                     f"{'a tensor of shape ' + str(tuple(t.shape)) if torch.is_tensor(t) else type(t).__name__}; "
                     f"expected a tensor of the param's shape"
                 )
-            if fresh and t.dtype != sdt and key != "momentum_buffer":
+            if fresh and t.dtype != sdt and not self._fo_lazy(key):
                 # never stepped (torch's Adagrad fills its state in __init__, in
                 # the param's dtype): fill anew in the state dtype, not a cast
-                t = torch.full_like(p, self._fo_fill(group, key), dtype=sdt,
-                                    memory_format=torch.preserve_format)
+                t = self._fo_new_state(group, p, key, sdt)
             t = state[key] = match_layout(p, t, sdt)
             arrays.append(t)
             refs.append((key, t))
@@ -296,9 +372,10 @@ class FusedOptimizerMixin:
         if "step" in state:
             step = native_step(state, "step")
             refs.append(("step", step))
-        if "mu_product" in state:
-            aux = native_step(state, "mu_product")
-            refs.append(("mu_product", aux))
+        for key in scalars:  # the kernel's per-param scalar (at most one)
+            if key in state:
+                aux = native_step(state, key)
+                refs.append((key, aux))
         if group.get("master_weights"):
             master = state.get("master_param")
             if master is None:
@@ -454,8 +531,25 @@ class FusedOptimizerMixin:
             elif plan is not None:
                 plan.release_grads()
             if fallback:
-                self._fo_torch_fallback(group, fallback, amp, coef)
+                self._fo_other_devices(group, fallback, amp, coef)
         return loss
+
+    def _fo_other_devices(self, group, params, amp=None, coef=None):
+        """The params a group's CPU plan does not serve (it serves native CPU
+        params, `native_param`), each to its backend: CUDA params to the CUDA
+        kernels' plan (fusedoptim._cuda.step_cuda, which returns what it does
+        not serve: no extension, another device, a tensor subclass...; it reads
+        GradScaler's scalars on the device), the rest to torch's own
+        implementation (_fo_torch_path), which needs them on the host."""
+        params, group = _cuda.step_cuda(self, group, params, coef)
+        if not params:
+            return
+        grad_scale = None
+        if amp is not None and amp.active:
+            if amp.skip():
+                return
+            grad_scale = amp.host()[0]
+        self._fo_torch_path(group, params, grad_scale, coef)
 
     def _fo_clip_coef(self, group, amp) -> float:
         """Clip coefficient of the group's whole grad norm (params the kernels
@@ -469,20 +563,12 @@ class FusedOptimizerMixin:
         coef = group["max_grad_norm"] / (norm + 1e-6)
         return coef if (coef < 1.0 or coef != coef) else 1.0
 
-    def _fo_torch_fallback(self, group, params, amp=None, coef=None):
-        """torch's implementation for params the kernels do not serve, with
+    def _fo_torch_path(self, group, params, grad_scale=None, coef=None):
+        """torch's implementation for params no fusedoptim kernel serves, with
         fusedoptim's options applied around it. torch 2.13's fused (and
         foreach) CPU kernels mis-update non-contiguous params and grads whose
         strides differ from the param's, so those CPU params take its
         for-loop path whatever the group's flags say."""
-        params, group = _cuda.step_cuda(self, group, params, coef)  # CUDA params: fusedoptim's CUDA kernels
-        if not params:
-            return
-        grad_scale = None
-        if amp is not None and amp.active:
-            if amp.skip():  # (params left to torch: its path needs the host's answer)
-                return
-            grad_scale = amp.host()[0]
         name = type(self).__name__
         for opt in ("master_weights", "stochastic_rounding"):
             if group.get(opt):
@@ -581,12 +667,13 @@ class FusedOptimizerMixin:
         # torch cast every floating state tensor to its param's dtype: give a
         # low-precision param its saved float32 state back
         saved = state_dict["state"]
+        scalars = {k.name for k in self._fo_decl.keys if k.slot is None}
         for group, sgroup in zip(self.param_groups, state_dict["param_groups"]):
             for p, pid in zip(group["params"], sgroup["params"]):
                 if p.dtype not in _LOW or pid not in saved:
                     continue
                 for k, v in saved[pid].items():
-                    if torch.is_tensor(v) and v.dtype == torch.float32 and k not in ("step", "mu_product"):
+                    if torch.is_tensor(v) and v.dtype == torch.float32 and k not in scalars:
                         self.state[p][k] = v.to(device=p.device)
 
 

@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import importlib.util
 import os
-import shutil
 import struct
 import sys
 import warnings
@@ -33,21 +32,22 @@ from pathlib import Path
 
 import torch
 
+from . import _C
+from ._toolkit import cuda_home, find_nvcc  # noqa: F401  (fusedoptim._cuda.cuda_home: tests, show_config)
 from ._validate import is_dense
 from ._version import __version__
 
-# Kinds (csrc/cuda/fo_cuda.h FO_CUDA_* = the CPU backend's FO_KIND_* = _C.KIND_*)
-KIND_SGD, KIND_ADAM, KIND_ADAGRAD, KIND_RMSPROP, KIND_ADAMAX = 0, 1, 2, 3, 4
-KIND_NADAM, KIND_RADAM, KIND_ADADELTA, KIND_LION, KIND_LAMB = 5, 6, 7, 8, 9
-# served by the CUDA functors (NAdam: per-param mu_product, LAMB: per-tensor
-# norms between two passes, not yet)
-SERVED_KINDS = frozenset({KIND_SGD, KIND_ADAM, KIND_ADAGRAD, KIND_RMSPROP, KIND_ADAMAX, KIND_RADAM,
-                          KIND_ADADELTA, KIND_LION})
+# Kinds: the optimizers' declarations (csrc/fusedoptim/declarations.h), read
+# from the compiled module; the CUDA kernels use the same numbers.
+KIND_SGD, KIND_ADAM = _C.KIND_SGD, _C.KIND_ADAM
+# served by the CUDA functors (the declarations' `cuda` column; NAdam:
+# per-param mu_product, LAMB: per-tensor norms between two passes, not yet)
+SERVED_KINDS = frozenset(d["kind"] for d in _C.OPTIMIZERS.values() if d["cuda"])
 # kinds whose torch class has fused=True on CUDA (the fallback when unavailable)
 TORCH_FUSED_CUDA = frozenset({KIND_SGD, KIND_ADAM})
-# Flags (fusedoptim/optim_math.h)
-WD_NONE, WD_COUPLED, WD_DECOUPLED = 0, 1, 2
-MOM_NONE, MOM_FIRST, MOM_UPDATE = 0, 1, 2
+# Flags (declarations.h)
+WD_NONE, WD_COUPLED, WD_DECOUPLED = _C.WD_NONE, _C.WD_COUPLED, _C.WD_DECOUPLED
+MOM_NONE, MOM_FIRST, MOM_UPDATE = _C.MOM_NONE, _C.MOM_FIRST, _C.MOM_UPDATE
 
 CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
@@ -91,29 +91,6 @@ def cache_dir(key: str) -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fusedoptim", "cuda"
     )
     return Path(root) / key
-
-
-def cuda_home() -> str | None:
-    """CUDA_HOME / CUDA_PATH if set, else the toolkit of the nvcc on PATH when
-    its headers are there, else /usr/local/cuda. (torch guesses
-    dirname(dirname(nvcc)), wrong for a /usr/local/bin/nvcc wrapper script.)"""
-    for k in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(k):
-            return os.environ[k]
-    nvcc = shutil.which("nvcc")
-    cands = [os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))] if nvcc else []
-    cands.append("/usr/local/cuda")
-    for c in cands:
-        if os.path.exists(os.path.join(c, "include", "cuda_runtime_api.h")):
-            return c
-    return None
-
-
-def find_nvcc() -> str | None:
-    home = cuda_home()
-    if home and os.path.exists(os.path.join(home, "bin", "nvcc")):
-        return os.path.join(home, "bin", "nvcc")
-    return None
 
 
 def _prebuilt_path() -> str | None:
@@ -321,13 +298,6 @@ def pack_hparams(hp: dict, *, l1: float = 0.0, grad_mul: float = 1.0, first: boo
     return h, f
 
 
-def _match(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """State with exactly p's dtype, device and strides (a copy only if it differs)."""
-    if t.dtype == p.dtype and t.device == p.device and (p.numel() <= 1 or t.stride() == p.stride()):
-        return t
-    return torch.empty_like(p, memory_format=torch.preserve_format).copy_(t)
-
-
 def device_step(state: dict, p: torch.Tensor) -> torch.Tensor:
     """state['step'] as a 0-dim float32 tensor on p's device (torch's fused
     CUDA layout); created at 0, converted (without a host sync for a CPU or
@@ -343,15 +313,23 @@ def device_step(state: dict, p: torch.Tensor) -> torch.Tensor:
     return s
 
 
+def _never_stepped(s: dict) -> bool:
+    """state['step'] is 0 (read only where a state tensor's dtype differs from
+    its param's: reading a device step synchronizes)."""
+    step = s.get("step")
+    return torch.is_tensor(step) and float(step) == 0
+
+
 def state_lists(opt, group: dict, params):
     """Per-param state, created lazily as the optimizer's torch class does (its
     keys in `_fo_order(group)` order, fill `_fo_fill`; SGD's momentum buffer
     is written by the kernel's first step), in the param's dtype and strides.
     -> (state lists in `_fo_slots(group)` order, step counters or [])."""
+    from ._base import match_layout  # (the CPU plan's: one lazy-state builder)
+
     st = opt.state
     order = opt._fo_order(group)
     slots = [k for k in opt._fo_slots(group) if k is not None]
-    kind = opt._fo_kind
     lists = [[] for _ in slots]
     steps = []
     for p in params:
@@ -359,15 +337,11 @@ def state_lists(opt, group: dict, params):
         for key in order:
             if key == "step":
                 steps.append(device_step(s, p))
-            elif key not in s:
-                if kind == KIND_SGD:
-                    s[key] = torch.empty_like(p, memory_format=torch.preserve_format)
-                else:
-                    fill = float(opt._fo_fill(group, key))
-                    s[key] = (torch.zeros_like(p, memory_format=torch.preserve_format) if fill == 0.0
-                              else torch.full_like(p, fill, memory_format=torch.preserve_format))
+            elif key not in s or (s[key].dtype != p.dtype and not opt._fo_lazy(key) and _never_stepped(s)):
+                # (never stepped, in another dtype: filled anew, as on the CPU)
+                s[key] = opt._fo_new_state(group, p, key, p.dtype)
             else:
-                s[key] = _match(p, s[key])
+                s[key] = match_layout(p, s[key])
         for j, key in enumerate(slots):
             lists[j].append(s[key])
     return lists, steps

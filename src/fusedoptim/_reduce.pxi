@@ -3,16 +3,12 @@
 # fast tensor-metadata path (fast_meta) with the optimizer plans.
 from libc.stdlib cimport malloc
 
-# FO_DT_* come from _C.pyx's extern block of kernels.h (declaring them here
-# again made Cython warn "'FO_DT_BF16' redeclared")
+# FO_DT_* and fo_rtensor come from _C.pyx's extern block of kernels.h
+# (declaring them here again made Cython warn "redeclared")
 cdef extern from "kernels.h" nogil:
     int fo_take_pool_error()
 
 cdef extern from "reduce.h" nogil:
-    ctypedef struct fo_rtensor:
-        const void *ptr
-        int64_t numel
-        int32_t dtype
     enum:
         FO_NORM_BLOCK
     size_t fo_norm_scratch_size(const fo_rtensor *t, int64_t n)
@@ -21,13 +17,10 @@ cdef extern from "reduce.h" nogil:
     int fo_rtensors_overlap(const fo_rtensor *t, int64_t n, uintptr_t *work)
 
 NORM_BLOCK = FO_NORM_BLOCK
-RDT_F32 = FO_DT_F32
-RDT_F64 = FO_DT_F64
-RDT_BF16 = FO_DT_BF16
-RDT_F16 = FO_DT_F16
 
 cdef inline int32_t _c10_to_fo(int32_t code) noexcept nogil:
-    # c10::ScalarType: Half = 5, Float = 6, Double = 7, BFloat16 = 15
+    # torch's c10::ScalarType numbering (Half = 5, Float = 6, Double = 7,
+    # BFloat16 = 15) -> the kernels' FO_DT_* (declarations.h)
     if code == 6:
         return FO_DT_F32
     if code == 7:
@@ -198,7 +191,6 @@ cdef object _torch():
     global _torch_mod, _DTYPE_CODES
     if _torch_mod is None:
         import torch
-        _DTYPE_CODES = {torch.float32: FO_DT_F32, torch.float64: FO_DT_F64,
-                        torch.bfloat16: FO_DT_BF16, torch.float16: FO_DT_F16}
+        _DTYPE_CODES = dtype_codes(torch)
         _torch_mod = torch
     return _torch_mod

@@ -1,5 +1,5 @@
 """Plain-torch implementations of the optimizers torch does not have (Lion,
-LAMB): the base classes of the fused ones (constructor, validation,
+LAMB, ADOPT): the base classes of the fused ones (constructor, validation,
 defaults, state layout) and their implementation for params the CPU kernels
 do not serve (other devices, tensor subclasses). Written op by op from the
 papers, one tensor at a time, so they also serve as the tests' oracle."""
@@ -29,6 +29,17 @@ def _full_norm(t) -> float:
     if hasattr(n, "full_tensor"):
         n = n.full_tensor()
     return float(n)
+
+
+def _moments(state, p):
+    """Adam-style state (`step`, `exp_avg`, `exp_avg_sq`), created at the
+    first step; the step advanced. -> (exp_avg, exp_avg_sq, step as float)."""
+    if len(state) == 0:
+        state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    state["step"] += 1
+    return state["exp_avg"], state["exp_avg_sq"], float(state["step"])
 
 
 class _PlainTorch(Optimizer):
@@ -134,13 +145,7 @@ class LAMBTorch(_PlainTorch):
     def _update(self, group, p, g, state):
         beta1, beta2 = group["betas"]
         lr, wd, eps = float(group["lr"]), group["weight_decay"], group["eps"]
-        if len(state) == 0:
-            state["step"] = torch.tensor(0.0, dtype=torch.float32)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        state["step"] += 1
-        t = float(state["step"])
+        m, v, t = _moments(state, p)
         if wd != 0 and not group["decoupled_weight_decay"]:
             g = g.add(p, alpha=wd)
         m.lerp_(g, 1 - beta1)
@@ -154,3 +159,49 @@ class LAMBTorch(_PlainTorch):
         un = _full_norm(u)
         trust = wn / un if wn > 0 and un > 0 else 1.0
         p.add_(u, alpha=-lr * trust)
+
+
+class ADOPTTorch(_PlainTorch):
+    """ADOPT (Taniguchi et al. 2024, "ADOPT: Modified Adam Can Converge with
+    Any beta2 with the Optimal Rate", arXiv 2411.02853), as timm's ``Adopt``
+    with its default clipping ``clip = step ** 0.25``:
+
+        step 1:   v = g^2                   (nothing else changes)
+        later:    n = clamp(g / max(sqrt(v), eps), -clip, clip)
+                  m = beta1 * m + (1 - beta1) * n
+                  p = p - lr * m
+                  v = beta2 * v + (1 - beta2) * g^2
+
+    The grad is normalised by the second moment of the steps *before* it.
+    State per param: ``step``, ``exp_avg``, ``exp_avg_sq``. Weight decay is
+    coupled L2 (``g += weight_decay * p``, every step) by default, as in the
+    paper's code; ``decoupled_weight_decay=True`` makes it
+    ``p *= 1 - lr * weight_decay`` from step 2 on.
+    """
+
+    _LATE_DEFAULTS = dict(_PlainTorch._LATE_DEFAULTS, decoupled_weight_decay=False)
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, weight_decay=0.0, *,
+                 maximize=False, decoupled_weight_decay=False, foreach=None, differentiable=False):
+        _check_common(lr, betas, weight_decay, eps)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                        decoupled_weight_decay=decoupled_weight_decay, foreach=foreach,
+                        differentiable=differentiable)
+        super().__init__(params, defaults)
+
+    def _update(self, group, p, g, state):
+        beta1, beta2 = group["betas"]
+        lr, wd, eps = float(group["lr"]), group["weight_decay"], group["eps"]
+        m, v, t = _moments(state, p)
+        if wd != 0 and not group["decoupled_weight_decay"]:
+            g = g.add(p, alpha=wd)
+        if t == 1:
+            v.addcmul_(g, g)
+            return
+        if wd != 0 and group["decoupled_weight_decay"]:
+            p.mul_(1 - lr * wd)
+        clip = t**0.25
+        n = (g / torch.clamp(v.sqrt(), min=eps)).clamp_(-clip, clip)
+        m.lerp_(n, 1 - beta1)
+        p.add_(m, alpha=-lr)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)

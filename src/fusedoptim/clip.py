@@ -46,8 +46,8 @@ _torch_clip_grad_norm_ = torch.nn.utils.clip_grad_norm_
 _torch_get_total_norm = torch.nn.utils.get_total_norm
 _torch_clip_grads_with_norm_ = torch.nn.utils.clip_grads_with_norm_
 
-_B_F32, _B_F64 = 1 << _C.RDT_F32, 1 << _C.RDT_F64
-_B_BF16, _B_F16 = 1 << _C.RDT_BF16, 1 << _C.RDT_F16
+_B_F32, _B_F64 = 1 << _C.DT_F32, 1 << _C.DT_F64
+_B_BF16, _B_F16 = 1 << _C.DT_BF16, 1 << _C.DT_F16
 _SCALE_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 

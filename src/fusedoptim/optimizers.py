@@ -3,8 +3,10 @@
 Each torch optimizer here subclasses its torch.optim counterpart, so
 constructor signature, defaults, validation errors, `state_dict` layout,
 hooks, pickling and `isinstance(opt, torch.optim.Adam)` are torch's own;
-`step` differs. Lion and LAMB, which torch lacks, subclass the plain-torch
-implementations in `fusedoptim._reference`.
+`step` differs. Lion, LAMB and ADOPT, which torch lacks, subclass the
+plain-torch implementations in `fusedoptim._reference`. Each class names its
+declaration (csrc/fusedoptim/declarations.h: kernel, state keys in torch's
+order, fill values, hyper-parameters), read from the compiled module.
 
 Options every optimizer adds (keyword-only, per param group):
   decoupled_weight_decay  weight decay as p *= 1 - lr*weight_decay before the
@@ -41,196 +43,66 @@ import inspect
 
 import torch
 
-from . import _C
-from ._base import FusedOptimizerMixin
-from ._reference import LAMBTorch, LionTorch
-
-
-def _f(x) -> float:
-    return float(x)  # Tensor lr / betas: read the value (CPU scalar)
-
-
-def _hp(group, **kw):
-    d = dict(
-        wd_mode=FusedOptimizerMixin._fo_wd_mode(group), amsgrad=False, nesterov=False,
-        maximize=bool(group.get("maximize", False)), lr=_f(group["lr"]), beta1=0.0, beta2=0.0,
-        eps=0.0, weight_decay=group["weight_decay"], momentum=0.0, dampening=0.0,
-    )
-    d.update(kw)
-    return d
-
-
-def _betas(group):
-    b1, b2 = group["betas"]
-    return dict(beta1=_f(b1), beta2=_f(b2))
+from ._base import FusedOptimizerMixin, declaration
+from ._reference import ADOPTTorch, LAMBTorch, LionTorch
 
 
 class SGD(FusedOptimizerMixin, torch.optim.SGD):
-    _fo_kind = _C.KIND_SGD
+    _fo_decl = declaration("sgd")
     _fo_sparse_ok = True
     _fo_torch_decoupled = False
 
-    def _fo_slots(self, group):
-        return ("momentum_buffer" if group["momentum"] != 0 else None, None, None)
 
-    def _fo_order(self, group):
-        return ("momentum_buffer",) if group["momentum"] != 0 else ()
-
-    def _fo_state_keys(self, group):
-        return (), ("momentum_buffer",)  # torch creates it only once a grad arrives
-
-    def _fo_hparams(self, group):
-        return _hp(group, nesterov=group["nesterov"], momentum=group["momentum"],
-                   dampening=group["dampening"])
+class Adam(FusedOptimizerMixin, torch.optim.Adam):
+    _fo_decl = declaration("adam")
 
 
-class _AdamBase(FusedOptimizerMixin):
-    _fo_kind = _C.KIND_ADAM
-
-    def _fo_slots(self, group):
-        return ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if group["amsgrad"] else None)
-
-    def _fo_order(self, group):
-        keys = ("step", "exp_avg", "exp_avg_sq")
-        return keys + ("max_exp_avg_sq",) if group["amsgrad"] else keys
-
-    def _fo_state_keys(self, group):
-        req = ("step", "exp_avg", "exp_avg_sq")
-        return (req + ("max_exp_avg_sq",), ("master_param",)) if group.get("amsgrad") else \
-            (req, ("max_exp_avg_sq", "master_param"))
-
-    def _fo_hparams(self, group):
-        return _hp(group, amsgrad=group["amsgrad"], eps=group["eps"], **_betas(group))
-
-
-class Adam(_AdamBase, torch.optim.Adam):
-    pass
-
-
-class AdamW(_AdamBase, torch.optim.AdamW):
-    pass
+class AdamW(FusedOptimizerMixin, torch.optim.AdamW):
+    _fo_decl = declaration("adam")
 
 
 class Adagrad(FusedOptimizerMixin, torch.optim.Adagrad):
-    _fo_kind = _C.KIND_ADAGRAD
+    _fo_decl = declaration("adagrad")
     _fo_sparse_ok = True
     _fo_torch_decoupled = False
 
-    def _fo_slots(self, group):
-        return ("sum", None, None)
-
-    def _fo_order(self, group):
-        return ("step", "sum")
-
-    def _fo_fill(self, group, key):
-        return group["initial_accumulator_value"]
-
-    def _fo_hparams(self, group):
-        return _hp(group, eps=group["eps"], lr_decay=group["lr_decay"])
-
 
 class RMSprop(FusedOptimizerMixin, torch.optim.RMSprop):
-    _fo_kind = _C.KIND_RMSPROP
+    _fo_decl = declaration("rmsprop")
     _fo_torch_decoupled = False
-
-    def _fo_slots(self, group):
-        return ("square_avg", "grad_avg" if group["centered"] else None,
-                "momentum_buffer" if group["momentum"] > 0 else None)
-
-    def _fo_order(self, group):
-        keys = ("step", "square_avg")
-        if group["momentum"] > 0:
-            keys += ("momentum_buffer",)
-        if group["centered"]:
-            keys += ("grad_avg",)
-        return keys
-
-    def _fo_hparams(self, group):
-        return _hp(group, eps=group["eps"], momentum=group["momentum"], alpha=group["alpha"],
-                   centered=group["centered"])
 
 
 class Adamax(FusedOptimizerMixin, torch.optim.Adamax):
-    _fo_kind = _C.KIND_ADAMAX
+    _fo_decl = declaration("adamax")
     _fo_torch_decoupled = False
-
-    def _fo_slots(self, group):
-        return ("exp_avg", "exp_inf", None)
-
-    def _fo_order(self, group):
-        return ("step", "exp_avg", "exp_inf")
-
-    def _fo_hparams(self, group):
-        return _hp(group, eps=group["eps"], **_betas(group))
 
 
 class NAdam(FusedOptimizerMixin, torch.optim.NAdam):
-    _fo_kind = _C.KIND_NADAM
-
-    def _fo_slots(self, group):
-        return ("exp_avg", "exp_avg_sq", None)
-
-    def _fo_order(self, group):
-        return ("step", "mu_product", "exp_avg", "exp_avg_sq")
-
-    def _fo_hparams(self, group):
-        return _hp(group, eps=group["eps"], momentum_decay=group["momentum_decay"], **_betas(group))
+    _fo_decl = declaration("nadam")
 
 
 class RAdam(FusedOptimizerMixin, torch.optim.RAdam):
-    _fo_kind = _C.KIND_RADAM
-
-    def _fo_slots(self, group):
-        return ("exp_avg", "exp_avg_sq", None)
-
-    def _fo_order(self, group):
-        return ("step", "exp_avg", "exp_avg_sq")
-
-    def _fo_hparams(self, group):
-        return _hp(group, eps=group["eps"], **_betas(group))
+    _fo_decl = declaration("radam")
 
 
 class Adadelta(FusedOptimizerMixin, torch.optim.Adadelta):
-    _fo_kind = _C.KIND_ADADELTA
+    _fo_decl = declaration("adadelta")
     _fo_torch_decoupled = False
-
-    def _fo_slots(self, group):
-        return ("square_avg", "acc_delta", None)
-
-    def _fo_order(self, group):
-        return ("step", "square_avg", "acc_delta")
-
-    def _fo_hparams(self, group):
-        return _hp(group, eps=group["eps"], alpha=group["rho"])
 
 
 class Lion(FusedOptimizerMixin, LionTorch):
-    _fo_kind = _C.KIND_LION
-
-    def _fo_slots(self, group):
-        return ("exp_avg", None, None)
-
-    def _fo_order(self, group):
-        return ("exp_avg",)
-
-    def _fo_hparams(self, group):
-        return _hp(group, **_betas(group))
+    _fo_decl = declaration("lion")
 
 
 class LAMB(FusedOptimizerMixin, LAMBTorch):
-    _fo_kind = _C.KIND_LAMB
-
-    def _fo_slots(self, group):
-        return ("exp_avg", "exp_avg_sq", None)
-
-    def _fo_order(self, group):
-        return ("step", "exp_avg", "exp_avg_sq")
-
-    def _fo_hparams(self, group):
-        return _hp(group, eps=group["eps"], bias_correction=group["bias_correction"], **_betas(group))
+    _fo_decl = declaration("lamb")
 
 
-ALL = (SGD, Adam, AdamW, Adagrad, RMSprop, Adamax, NAdam, RAdam, Adadelta, Lion, LAMB)
+class ADOPT(FusedOptimizerMixin, ADOPTTorch):
+    _fo_decl = declaration("adopt")
+
+
+ALL = (SGD, Adam, AdamW, Adagrad, RMSprop, Adamax, NAdam, RAdam, Adadelta, Lion, LAMB, ADOPT)
 
 
 def _signature(cls):
