@@ -129,7 +129,7 @@ def test_workload_shapes_full_size_counts():
     ("adamw", torch.float32, {}, 28),       # p, m, v rw + g r, 4 B
     ("adamw", torch.bfloat16, {}, 14),      # the same in 2 B
     ("adamw", torch.bfloat16, {"state_dtype": torch.float32}, 22),  # p 2+2, g 2, m, v 4+4 each
-    ("adamw", torch.bfloat16, {"master_weights": True}, 20),        # master 4+4, p 2 w, g 2, m, v 2+2
+    ("adamw", torch.bfloat16, {"master_weights": True}, 28),        # master 4+4, p 2 w, g 2, m, v 4+4 each (fp32 state by default under master weights)
     ("adamw", torch.bfloat16, {"stochastic_rounding": True}, 14),
     ("sgd", torch.float32, {}, 20),
     ("rmsprop", torch.float32, {}, 28),     # square_avg + momentum_buffer (momentum=0.9)
@@ -180,7 +180,7 @@ def test_measure_unfused_bf16_quick(optimizer, modes):
 def test_measure_options_quick():
     o = fb.measure_options(1, repeats=1, quick=True, min_sample_s=0.0)
     assert [v["variant"] for v in o["variants"]] == list(fb.OPTION_VARIANTS)
-    assert [v["bytes_per_element"] for v in o["variants"]] == [14, 22, 20, 14]
+    assert [v["bytes_per_element"] for v in o["variants"]] == [14, 22, 28, 14]
     assert o["variants"][0]["time_vs_first"] == pytest.approx(1.0)
     assert o["reference_mode"] == "fused" and o["torch_modes"] == ["forloop", "foreach", "fused"]
     for v in o["variants"]:  # x best: against torch's fastest mode of each round (one round here)
